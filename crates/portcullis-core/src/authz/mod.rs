@@ -1,0 +1,331 @@
+//! Stage 9: authorization with Cedar. Maps the request onto a Cedar request
+//! (principal, action, resource, context), evaluates only the policies that
+//! can apply to the route's action, and reads the operator's annotations
+//! (`@error`, `@message`, `@conceal`) off the policies that decided.
+//!
+//! Anything uncertain is a deny: a forbid policy that fails to evaluate
+//! denies, because Cedar alone would skip it.
+
+mod context;
+mod hint;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use cedar_policy::{
+    ActionConstraint, Authorizer, Decision, Effect, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Policy, PolicyId, PolicySet, Request,
+};
+
+use crate::authn::Identity;
+pub use hint::PermitHint;
+
+/// The Cedar types portcullis maps requests onto.
+#[derive(Debug, Clone)]
+pub struct EntityNames {
+    /// The type of authenticated principals (default `User`).
+    pub principal_type: EntityTypeName,
+    /// The type of roles, the principal's parents (default `Role`).
+    pub role_type: EntityTypeName,
+    /// The principal used when nobody authenticated (default `Anonymous::"anonymous"`).
+    pub anonymous: EntityUid,
+}
+
+/// What an operator wrote on a policy to shape its denial.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyMeta {
+    /// `@error("...")`: the client-facing error code.
+    pub error: Option<String>,
+    /// `@message("...")`: the client-facing message.
+    pub message: Option<String>,
+    /// `@conceal`: deny as 404.
+    pub conceal: bool,
+}
+
+impl PolicyMeta {
+    fn of(p: &Policy) -> Self {
+        PolicyMeta {
+            error: p.annotation("error").map(str::to_owned),
+            message: p.annotation("message").map(str::to_owned),
+            conceal: p.annotation("conceal").is_some(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.error.is_none() && self.message.is_none() && !self.conceal
+    }
+}
+
+#[derive(Debug)]
+struct ActionPolicies {
+    set: PolicySet,
+    forbids: HashSet<PolicyId>,
+    permits: Vec<PermitHint>,
+}
+
+/// The loaded policy: partitioned by action, with the entities from the
+/// operator's file and the schema's action hierarchy.
+#[derive(Debug)]
+pub struct CedarPolicy {
+    by_action: HashMap<EntityUid, ActionPolicies>,
+    meta: HashMap<PolicyId, PolicyMeta>,
+    entities: Entities,
+    names: EntityNames,
+}
+
+/// The facts one authorization needs.
+#[derive(Debug)]
+pub struct AuthzInput<'a> {
+    /// The caller, or `None` for anonymous.
+    pub identity: Option<&'a Arc<Identity>>,
+    /// The route's action.
+    pub action: &'a EntityUid,
+    /// The resource built from the path.
+    pub resource: &'a EntityUid,
+    /// The client address.
+    pub client_ip: IpAddr,
+    /// The method.
+    pub method: &'a str,
+    /// The canonical path.
+    pub path: &'a str,
+    /// The route name.
+    pub route: &'a str,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// How authorization ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthzOutcome {
+    /// Permitted by these policies.
+    Allow(Vec<String>),
+    /// Forbidden by these policies.
+    Forbid(Vec<String>),
+    /// No permit applied.
+    DefaultDeny,
+    /// Could not be decided (a forbid failed to evaluate, or the request could
+    /// not be built); refused.
+    Error(Vec<String>),
+}
+
+/// The result of authorization, with what the renderer and the log need.
+#[derive(Debug, Clone)]
+pub struct AuthzVerdict {
+    /// The outcome.
+    pub outcome: AuthzOutcome,
+    /// The annotations that shape the denial, if a policy carries them.
+    pub meta: PolicyMeta,
+    /// The principal as Cedar saw it.
+    pub principal: String,
+    /// Evaluation errors (also for allowed requests, where only permits failed).
+    pub errors: Vec<String>,
+    /// The fix hint (denials only).
+    pub hint: String,
+}
+
+impl CedarPolicy {
+    /// Partition `policies` by the route actions that can use them. `entities`
+    /// must already hold the schema's action entities.
+    pub fn new(
+        policies: &PolicySet,
+        entities: Entities,
+        names: EntityNames,
+        route_actions: &[EntityUid],
+    ) -> Result<Self, String> {
+        let mut by_action = HashMap::new();
+        for action in route_actions {
+            if by_action.contains_key(action) {
+                continue;
+            }
+            let mut set = PolicySet::new();
+            let mut forbids = HashSet::new();
+            let mut permits = Vec::new();
+            for p in policies.policies() {
+                if !applies_to(p, action, &entities) {
+                    continue;
+                }
+                set.add(p.clone()).map_err(|e| e.to_string())?;
+                match p.effect() {
+                    Effect::Forbid => {
+                        forbids.insert(p.id().clone());
+                    }
+                    Effect::Permit => permits.push(PermitHint::new(p)?),
+                }
+            }
+            by_action.insert(
+                action.clone(),
+                ActionPolicies {
+                    set,
+                    forbids,
+                    permits,
+                },
+            );
+        }
+        let meta = policies
+            .policies()
+            .map(|p| (p.id().clone(), PolicyMeta::of(p)))
+            .filter(|(_, m)| !m.is_empty())
+            .collect();
+        Ok(CedarPolicy {
+            by_action,
+            meta,
+            entities,
+            names,
+        })
+    }
+
+    /// The entity names in use.
+    pub fn names(&self) -> &EntityNames {
+        &self.names
+    }
+
+    /// The principal uid of an identity (or the anonymous principal).
+    pub fn principal_uid(&self, identity: Option<&Arc<Identity>>) -> EntityUid {
+        match identity {
+            Some(id) => EntityUid::from_type_name_and_id(
+                self.names.principal_type.clone(),
+                EntityId::new(&id.subject),
+            ),
+            None => self.names.anonymous.clone(),
+        }
+    }
+
+    /// Decide one request.
+    pub fn authorize(&self, input: &AuthzInput<'_>) -> AuthzVerdict {
+        let principal = self.principal_uid(input.identity);
+        let mut verdict = AuthzVerdict {
+            outcome: AuthzOutcome::DefaultDeny,
+            meta: PolicyMeta::default(),
+            principal: principal.to_string(),
+            errors: Vec::new(),
+            hint: String::new(),
+        };
+        let Some(part) = self.by_action.get(input.action) else {
+            verdict.hint = format!(
+                "no policy mentions {}; add a permit policy for it",
+                input.action
+            );
+            return verdict;
+        };
+        let built = self
+            .request_entities(&principal, input.identity)
+            .and_then(|entities| {
+                let ctx = context::build(input)?;
+                Request::new(
+                    principal.clone(),
+                    input.action.clone(),
+                    input.resource.clone(),
+                    ctx,
+                    None,
+                )
+                .map(|r| (entities, r))
+                .map_err(|e| e.to_string())
+            });
+        let (entities, request) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                verdict.outcome = AuthzOutcome::Error(vec![e.clone()]);
+                verdict.hint = format!("the Cedar request could not be built: {e}");
+                return verdict;
+            }
+        };
+        let response = Authorizer::new().is_authorized(&request, &part.set, &entities);
+        let diag = response.diagnostics();
+        let mut reasons: Vec<String> = diag.reason().map(|p| p.to_string()).collect();
+        reasons.sort();
+        let failed_forbids: Vec<String> = diag
+            .errors()
+            .filter(|e| {
+                let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+                part.forbids.contains(e.policy_id())
+            })
+            .map(|e| e.to_string())
+            .collect();
+        verdict.errors = diag.errors().map(|e| e.to_string()).collect();
+        verdict.outcome = match response.decision() {
+            _ if !failed_forbids.is_empty() => AuthzOutcome::Error(failed_forbids),
+            Decision::Allow => AuthzOutcome::Allow(reasons),
+            Decision::Deny if !reasons.is_empty() => AuthzOutcome::Forbid(reasons),
+            Decision::Deny => AuthzOutcome::DefaultDeny,
+        };
+        let facts = hint::Facts {
+            principal: &principal,
+            resource: input.resource,
+            action: input.action,
+            entities: &entities,
+            request: &request,
+        };
+        match &verdict.outcome {
+            AuthzOutcome::Allow(_) => {}
+            AuthzOutcome::Forbid(ids) => {
+                verdict.meta = self.first_meta(ids.iter().map(String::as_str));
+                verdict.hint = hint::forbid_hint(ids, &facts);
+            }
+            AuthzOutcome::DefaultDeny => {
+                verdict.meta = self.first_meta(part.permits.iter().map(|p| p.id()));
+                verdict.hint = hint::default_deny_hint(&part.permits, &facts);
+            }
+            AuthzOutcome::Error(errs) => {
+                verdict.hint = format!(
+                    "a forbid policy could not be evaluated, so the request was refused: {}",
+                    errs.join("; ")
+                );
+            }
+        }
+        verdict
+    }
+
+    /// The annotations of the first policy (in the given order) that has any.
+    fn first_meta<'a>(&self, ids: impl Iterator<Item = &'a str>) -> PolicyMeta {
+        ids.filter_map(|id| self.meta.get(&PolicyId::new(id)))
+            .next()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The file's entities plus the principal, whose parents are its roles
+    /// (merged with the principal's own entry in the file, if it has one).
+    fn request_entities(
+        &self,
+        principal: &EntityUid,
+        identity: Option<&Arc<Identity>>,
+    ) -> Result<Entities, String> {
+        let Some(identity) = identity else {
+            return Ok(self.entities.clone());
+        };
+        let (mut attrs, mut parents) = match self.entities.get(principal) {
+            Some(e) => {
+                let (_, a, p) = e.clone().into_inner();
+                (a, p)
+            }
+            None => (HashMap::new(), HashSet::new()),
+        };
+        for role in &identity.roles {
+            parents.insert(EntityUid::from_type_name_and_id(
+                self.names.role_type.clone(),
+                EntityId::new(role),
+            ));
+        }
+        for (name, value) in &identity.attributes {
+            attrs.insert(name.clone(), context::json_to_cedar(value)?);
+        }
+        let entity = Entity::new(principal.clone(), attrs, parents).map_err(|e| e.to_string())?;
+        self.entities
+            .clone()
+            .upsert_entities([entity], None)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Whether a policy's action scope can match `action` (directly or through
+/// the schema's action groups).
+fn applies_to(p: &Policy, action: &EntityUid, entities: &Entities) -> bool {
+    match p.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(a) => &a == action,
+        ActionConstraint::In(groups) => groups
+            .iter()
+            .any(|g| g == action || entities.is_ancestor_of(g, action)),
+    }
+}

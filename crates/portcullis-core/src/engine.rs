@@ -1,0 +1,429 @@
+//! The engine: `decide(&RequestFacts) -> Decision`. No I/O, no clock, no
+//! randomness; it cannot fail. Every front door (proxy, decision API, tower
+//! layer, `explain`, `test`) calls this and only renders the result.
+
+use std::net::IpAddr;
+
+use http::header::HOST;
+use http::{HeaderMap, Method};
+
+use crate::authn::{AuthFailure, AuthOutcome, Authenticator, Identity, TokenError};
+use crate::authz::{AuthzInput, AuthzOutcome, AuthzVerdict, CedarPolicy};
+use crate::decision::{Challenge, Decision, Denial, Face, TraceStep, Verdict};
+use crate::normalize::{PathError, host_of, normalize_target};
+use crate::reason::{ReasonCode, Stage};
+use crate::route::{RouteMatch, RouteTable};
+use crate::spec::RouteSpec;
+
+/// The facts of one request, as the front door extracted them.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The raw request-target, as on the request line.
+    pub target: &'a str,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The client address (already resolved through trusted proxies).
+    pub client_ip: IpAddr,
+    /// The current time, Unix seconds.
+    pub now: i64,
+}
+
+/// A validated, compiled configuration: the only thing `decide` reads.
+#[derive(Debug)]
+pub struct Engine {
+    table: RouteTable,
+    routes: Vec<RouteSpec>,
+    authn: Authenticator,
+    policy: CedarPolicy,
+}
+
+impl Engine {
+    /// Assemble an engine from compiled parts. `routes[i]` describes the
+    /// table's route `i`.
+    pub fn new(
+        table: RouteTable,
+        routes: Vec<RouteSpec>,
+        authn: Authenticator,
+        policy: CedarPolicy,
+    ) -> Self {
+        Engine {
+            table,
+            routes,
+            authn,
+            policy,
+        }
+    }
+
+    /// The authenticator (the server refreshes JWKS keys through it).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authn
+    }
+
+    /// The routes.
+    pub fn routes(&self) -> &[RouteSpec] {
+        &self.routes
+    }
+
+    /// The route table.
+    pub fn table(&self) -> &RouteTable {
+        &self.table
+    }
+
+    /// Decide one request. Stages run in pipeline order; the first that
+    /// refuses ends it.
+    pub fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
+        let mut d = Decision {
+            verdict: Verdict::Allow {
+                policies: Vec::new(),
+            },
+            method: facts.method.as_str().to_owned(),
+            path: None,
+            query: None,
+            route: None,
+            params: Vec::new(),
+            identity: None,
+            principal: None,
+            action: None,
+            resource: None,
+            trace: Vec::with_capacity(4),
+            unknown_key_id: false,
+        };
+
+        // 1. Parse: one canonical path, before anything looks at the path, so
+        //    the route table, the policy and the upstream agree on it.
+        let target = match normalize_target(facts.method, facts.target) {
+            Ok(t) => t,
+            Err(e) => return refuse(d, path_denial(e)),
+        };
+        let host = match request_host(facts.headers, target.authority_host.as_deref()) {
+            Ok(h) => h,
+            Err(why) => return refuse(d, simple(ReasonCode::InvalidRequest, Stage::Parse, why)),
+        };
+        d.path = Some(target.path.clone());
+        d.query = target.query.clone();
+        d.step(
+            Stage::Parse,
+            "pass",
+            format!("canonical path {}", target.path),
+        );
+
+        // 7. Route: which action and resource this is, and whether it exists.
+        let (route_id, params) = match self.table.find(host.as_deref(), facts.method, &target.path)
+        {
+            RouteMatch::Found { route, params } => (route, params),
+            RouteMatch::NotFound => {
+                return refuse(
+                    d,
+                    simple(
+                        ReasonCode::NotFound,
+                        Stage::Route,
+                        "no route matches this path".into(),
+                    ),
+                );
+            }
+            RouteMatch::MethodNotAllowed { allow, routes } => {
+                return refuse(d, self.method_not_allowed(facts.method, &allow, &routes));
+            }
+        };
+        let route = &self.routes[route_id];
+        let resource = route.resource.build(&params);
+        d.route = Some(route.name.clone());
+        d.action = Some(route.action.to_string());
+        d.resource = Some(resource.to_string());
+        d.step(
+            Stage::Route,
+            "pass",
+            format!(
+                "route {:?} ({} {}), action {}, resource {}",
+                route.name,
+                facts.method,
+                self.table.patterns()[route_id].template.as_str(),
+                route.action,
+                resource
+            ),
+        );
+        d.params = params;
+
+        // 8. Authenticate: after routing, because the route says whether an
+        //    identity is needed; before policy, which needs the identity.
+        let identity = match self
+            .authn
+            .authenticate(facts.headers, route.auth, facts.now)
+        {
+            AuthOutcome::Anonymous => None,
+            AuthOutcome::Authenticated(id) => Some(id),
+            AuthOutcome::Failed(f) => {
+                d.unknown_key_id = matches!(f, AuthFailure::Token(TokenError::UnknownKeyId(_)));
+                return refuse(d, self.auth_denial(route, f));
+            }
+        };
+        d.step(
+            Stage::Authenticate,
+            "pass",
+            describe_identity(identity.as_deref(), route.auth.as_str()),
+        );
+        d.identity = identity.clone();
+
+        // 9. Authorize: scopes first (they have their own challenge), then Cedar.
+        if let Some(denial) = self.check_scopes(route, identity.as_deref()) {
+            return refuse(d, denial);
+        }
+        let verdict = self.policy.authorize(&AuthzInput {
+            identity: identity.as_ref(),
+            action: &route.action,
+            resource: &resource,
+            client_ip: facts.client_ip,
+            method: facts.method.as_str(),
+            path: &target.path,
+            route: &route.name,
+            now: facts.now,
+        });
+        d.principal = Some(verdict.principal.clone());
+        match verdict.outcome {
+            AuthzOutcome::Allow(ref policies) => {
+                d.step(
+                    Stage::Authorize,
+                    "pass",
+                    format!("permitted by {}", policies.join(", ")),
+                );
+                d.verdict = Verdict::Allow {
+                    policies: policies.clone(),
+                };
+                d
+            }
+            _ => refuse(d, policy_denial(route, verdict)),
+        }
+    }
+
+    fn method_not_allowed(&self, method: &Method, allow: &[Method], routes: &[usize]) -> Denial {
+        let allow_list = allow
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut denial = simple(
+            ReasonCode::MethodNotAllowed,
+            Stage::Route,
+            format!("{method} is not routed for this path; routed methods: {allow_list}"),
+        );
+        denial.face.allow = Some(allow_list);
+        if routes.iter().any(|r| self.routes[*r].conceal) {
+            conceal(&mut denial);
+        }
+        denial
+    }
+
+    fn auth_denial(&self, route: &RouteSpec, failure: AuthFailure) -> Denial {
+        let realm = self.authn.realm().to_owned();
+        let (reason, error, description, hint) = match failure {
+            AuthFailure::Missing => (
+                ReasonCode::AuthenticationRequired,
+                None,
+                None,
+                format!(
+                    "route {:?} requires authentication and the request carried no credential",
+                    route.name
+                ),
+            ),
+            AuthFailure::Ambiguous(why) => {
+                return simple(
+                    ReasonCode::InvalidRequest,
+                    Stage::Authenticate,
+                    why.to_owned(),
+                );
+            }
+            AuthFailure::Token(e) => (
+                ReasonCode::InvalidToken,
+                Some("invalid_token"),
+                Some(e.describe()),
+                format!("bearer token refused: {}", e.detail()),
+            ),
+            AuthFailure::UnknownApiKey => (
+                ReasonCode::InvalidApiKey,
+                Some("invalid_token"),
+                Some("the API key is not valid".to_owned()),
+                "the API key matches no configured key".to_owned(),
+            ),
+        };
+        let mut denial = simple(reason, Stage::Authenticate, hint);
+        denial.face.challenge = Some(Challenge {
+            realm,
+            error,
+            description,
+            scope: None,
+        });
+        denial
+    }
+
+    fn check_scopes(&self, route: &RouteSpec, identity: Option<&Identity>) -> Option<Denial> {
+        let have: &[String] = identity.map(|i| i.scopes.as_slice()).unwrap_or_default();
+        let missing: Vec<&str> = route
+            .scopes
+            .iter()
+            .filter(|s| !have.contains(s))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        if identity.is_none() {
+            // Scopes only come with a credential: ask for one.
+            let mut denial = self.auth_denial(route, AuthFailure::Missing);
+            denial.hint = format!(
+                "route {:?} needs scopes [{}], which only a token can carry",
+                route.name,
+                route.scopes.join(" ")
+            );
+            return Some(denial);
+        }
+        let mut denial = simple(
+            ReasonCode::InsufficientScope,
+            Stage::Authorize,
+            format!(
+                "route {:?} requires scopes [{}]; the token carries [{}]",
+                route.name,
+                route.scopes.join(" "),
+                have.join(" ")
+            ),
+        );
+        denial.face.challenge = Some(Challenge {
+            realm: self.authn.realm().to_owned(),
+            error: Some("insufficient_scope"),
+            description: None,
+            scope: Some(route.scopes.join(" ")),
+        });
+        if route.conceal {
+            conceal(&mut denial);
+        }
+        Some(denial)
+    }
+}
+
+impl Decision {
+    fn step(&mut self, stage: Stage, outcome: &'static str, detail: String) {
+        self.trace.push(TraceStep {
+            stage,
+            outcome,
+            detail,
+        });
+    }
+}
+
+fn refuse(mut d: Decision, denial: Denial) -> Decision {
+    d.step(denial.stage, "deny", denial.hint.clone());
+    d.verdict = Verdict::Deny(Box::new(denial));
+    d
+}
+
+fn simple(reason: ReasonCode, stage: Stage, hint: String) -> Denial {
+    Denial {
+        reason,
+        stage,
+        face: Face::of(reason),
+        concealed: None,
+        policies: Vec::new(),
+        hint,
+    }
+}
+
+fn path_denial(e: PathError) -> Denial {
+    simple(
+        ReasonCode::InvalidPath,
+        Stage::Parse,
+        format!("refused the request target: {e}"),
+    )
+}
+
+/// Replace the face with a genuine 404's, keeping the real one for the log.
+fn conceal(denial: &mut Denial) {
+    let real = std::mem::replace(&mut denial.face, Face::of(ReasonCode::NotFound));
+    denial.concealed = Some(real);
+}
+
+fn policy_denial(route: &RouteSpec, verdict: AuthzVerdict) -> Denial {
+    let (reason, policies) = match verdict.outcome {
+        AuthzOutcome::Forbid(ids) => (ReasonCode::AccessDenied, ids),
+        AuthzOutcome::Error(_) => (ReasonCode::PolicyError, Vec::new()),
+        AuthzOutcome::DefaultDeny | AuthzOutcome::Allow(_) => {
+            (ReasonCode::AccessDenied, Vec::new())
+        }
+    };
+    let mut face = Face::of(reason);
+    if reason == ReasonCode::AccessDenied {
+        if let Some(code) = verdict
+            .meta
+            .error
+            .clone()
+            .or_else(|| route.deny_code.clone())
+        {
+            face.code = code;
+        }
+        if let Some(msg) = verdict
+            .meta
+            .message
+            .clone()
+            .or_else(|| route.deny_message.clone())
+        {
+            face.message = msg;
+        }
+    }
+    let mut denial = Denial {
+        reason,
+        stage: Stage::Authorize,
+        face,
+        concealed: None,
+        policies,
+        hint: verdict.hint,
+    };
+    if route.conceal || verdict.meta.conceal {
+        conceal(&mut denial);
+    }
+    denial
+}
+
+/// The request's host: the absolute-form authority wins (RFC 9112 §3.2.2);
+/// otherwise the single `Host` header. Two `Host` headers, or a malformed
+/// one, are refused.
+fn request_host(headers: &HeaderMap, authority: Option<&str>) -> Result<Option<String>, String> {
+    let mut values = headers.get_all(HOST).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err("more than one Host header".to_owned());
+    }
+    if let Some(a) = authority {
+        return Ok(Some(a.to_owned()));
+    }
+    match first {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(host_of)
+            .map(Some)
+            .ok_or_else(|| "the Host header is malformed".to_owned()),
+    }
+}
+
+fn describe_identity(identity: Option<&Identity>, mode: &str) -> String {
+    match identity {
+        None => format!("anonymous (authentication {mode})"),
+        Some(id) => format!(
+            "subject {:?} via {}, roles [{}], scopes [{}]",
+            id.subject,
+            id.method.as_str(),
+            id.roles.join(", "),
+            id.scopes.join(" ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_engine_can_be_shared_across_threads() {
+        fn is<T: Send + Sync>() {}
+        is::<super::Engine>();
+    }
+}

@@ -1,0 +1,192 @@
+//! Reason codes: the closed set of reasons a request can be refused, and the one
+//! table that maps each to its status, stable code string and default message.
+//!
+//! Everything that talks about a denial (the response body, the decision log,
+//! `explain`, metrics) names it through this enum, so the strings never drift.
+
+use std::fmt;
+
+/// The pipeline stage that produced a decision. Stages run in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    /// Stage 1: parse and normalise the request target and headers.
+    Parse,
+    /// Stage 7: match the canonical path against the route table.
+    Route,
+    /// Stage 8: verify the credential the route asks for.
+    Authenticate,
+    /// Stage 9: scopes and the Cedar policy.
+    Authorize,
+}
+
+impl Stage {
+    /// The stable name used in logs and `explain`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::Parse => "parse",
+            Stage::Route => "route",
+            Stage::Authenticate => "authenticate",
+            Stage::Authorize => "authorize",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a request was refused. Closed: adding a reason means adding a row to
+/// [`ReasonCode::info`], which is the only place statuses are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReasonCode {
+    /// The path is malformed or could be read more than one way.
+    InvalidPath,
+    /// The request is malformed in a way that is not about the path
+    /// (duplicate `Authorization`, two credentials, bad `Host`).
+    InvalidRequest,
+    /// No route matches the path (also the face of every concealed denial).
+    NotFound,
+    /// The path is routed, but not for this method.
+    MethodNotAllowed,
+    /// The route needs an identity and none was presented.
+    AuthenticationRequired,
+    /// A bearer token was presented but is not acceptable.
+    InvalidToken,
+    /// An API key was presented but is not known.
+    InvalidApiKey,
+    /// The caller is known but its token lacks an OAuth scope the route needs.
+    InsufficientScope,
+    /// The policy did not permit the request (no permit applied, or a forbid did).
+    AccessDenied,
+    /// A policy could not be evaluated for this request; refused to fail closed.
+    PolicyError,
+}
+
+/// One row of the reason table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReasonInfo {
+    /// The HTTP status the client receives.
+    pub status: u16,
+    /// The stable machine code, used when no operator-written code overrides it.
+    pub code: &'static str,
+    /// The default client-facing message.
+    pub message: &'static str,
+}
+
+impl ReasonCode {
+    /// The one table from reasons to statuses, codes and default messages.
+    pub const fn info(self) -> ReasonInfo {
+        let (status, code, message) = match self {
+            ReasonCode::InvalidPath => (
+                400,
+                "InvalidPath",
+                "The request path is malformed or ambiguous.",
+            ),
+            ReasonCode::InvalidRequest => (400, "InvalidRequest", "The request is malformed."),
+            ReasonCode::NotFound => (404, "NotFound", "The requested resource does not exist."),
+            ReasonCode::MethodNotAllowed => (
+                405,
+                "MethodNotAllowed",
+                "This method is not allowed for the requested resource.",
+            ),
+            ReasonCode::AuthenticationRequired => (
+                401,
+                "AuthenticationRequired",
+                "Authentication is required to access this resource.",
+            ),
+            ReasonCode::InvalidToken => (
+                401,
+                "InvalidToken",
+                "The access token is invalid, expired or not meant for this service.",
+            ),
+            ReasonCode::InvalidApiKey => (401, "InvalidApiKey", "The API key is not valid."),
+            ReasonCode::InsufficientScope => (
+                403,
+                "InsufficientScope",
+                "The access token does not carry the scope this request needs.",
+            ),
+            ReasonCode::AccessDenied => (
+                403,
+                "AccessDenied",
+                "You are not allowed to perform this action.",
+            ),
+            ReasonCode::PolicyError => (
+                403,
+                "AccessDenied",
+                "You are not allowed to perform this action.",
+            ),
+        };
+        ReasonInfo {
+            status,
+            code,
+            message,
+        }
+    }
+
+    /// The stable identifier of the reason itself (for logs and metrics). Unlike
+    /// [`ReasonInfo::code`], it is never overridden by an operator annotation.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::InvalidPath => "invalid_path",
+            ReasonCode::InvalidRequest => "invalid_request",
+            ReasonCode::NotFound => "not_found",
+            ReasonCode::MethodNotAllowed => "method_not_allowed",
+            ReasonCode::AuthenticationRequired => "authentication_required",
+            ReasonCode::InvalidToken => "invalid_token",
+            ReasonCode::InvalidApiKey => "invalid_api_key",
+            ReasonCode::InsufficientScope => "insufficient_scope",
+            ReasonCode::AccessDenied => "access_denied",
+            ReasonCode::PolicyError => "policy_error",
+        }
+    }
+
+    /// Every reason, for tests that check the table is total and consistent.
+    pub const ALL: [ReasonCode; 10] = [
+        ReasonCode::InvalidPath,
+        ReasonCode::InvalidRequest,
+        ReasonCode::NotFound,
+        ReasonCode::MethodNotAllowed,
+        ReasonCode::AuthenticationRequired,
+        ReasonCode::InvalidToken,
+        ReasonCode::InvalidApiKey,
+        ReasonCode::InsufficientScope,
+        ReasonCode::AccessDenied,
+        ReasonCode::PolicyError,
+    ];
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_maps_to_an_error_status_and_a_code() {
+        for reason in ReasonCode::ALL {
+            let info = reason.info();
+            assert!(
+                (400..600).contains(&info.status),
+                "{reason}: {}",
+                info.status
+            );
+            assert!(!info.code.is_empty() && !info.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_policy_error_looks_like_any_other_denial_to_the_client() {
+        // An evaluation error must not tell the client that something broke inside.
+        assert_eq!(
+            ReasonCode::PolicyError.info().code,
+            ReasonCode::AccessDenied.info().code
+        );
+        assert_eq!(ReasonCode::PolicyError.info().status, 403);
+    }
+}
