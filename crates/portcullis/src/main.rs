@@ -1,1 +1,112 @@
-fn main() {}
+//! The `portcullis` command: `check`, `explain`, `test` and `token` run the
+//! decision engine offline against a configuration.
+//!
+//! Exit codes: 0 success; 1 the configuration is invalid or a test case
+//! failed; 2 bad command-line input.
+
+mod cmd;
+mod mint;
+mod report;
+mod request;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An access-control gateway for HTTP services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the configuration, policies, schema, entities and routes.
+    Check {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run one request through the engine and print every stage.
+    Explain(ExplainArgs),
+    /// Run a table of request -> expected outcome cases.
+    Test {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The cases file (TOML).
+        cases: PathBuf,
+    },
+    /// Mint a token with the configured HMAC key (for demos and tests).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ExplainArgs {
+    /// The configuration file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// The request target, as it would appear on the request line.
+    #[arg(long)]
+    path: String,
+    /// A header, as 'Name: value' (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// A bearer token (sent as `Authorization: Bearer <token>`).
+    #[arg(long)]
+    token: Option<String>,
+    /// The client address.
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct TokenArgs {
+    /// The configuration file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The subject.
+    #[arg(long)]
+    sub: String,
+    /// A role (repeatable).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// A scope (repeatable).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Lifetime, e.g. 1h, 15m; negative for an already expired token.
+    #[arg(long, default_value = "1h", allow_hyphen_values = true)]
+    ttl: String,
+    /// A further claim as key=value; the value is JSON if it parses, else a string.
+    #[arg(long = "claim")]
+    claims: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    report::install_error_hook();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => cmd::check::run(&config),
+        Command::Explain(args) => cmd::explain::run(&args),
+        Command::Test { config, cases } => cmd::test::run(&config, &cases),
+        Command::Token(args) => cmd::token::run(&args),
+    }
+}

@@ -10,10 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use super::Identity;
 
+/// A verified identity and the token's `exp`.
+type Entry = (Arc<Identity>, i64);
+
 #[derive(Debug)]
 pub(super) struct TokenCache {
     capacity: usize,
-    entries: Mutex<HashMap<[u8; 32], (Arc<Identity>, i64)>>,
+    entries: Mutex<HashMap<[u8; 32], Entry>>,
 }
 
 impl TokenCache {

@@ -8,6 +8,7 @@
 pub mod apikey;
 mod cache;
 pub mod jwt;
+pub mod keys;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,158 @@
+//! Stage two of loading: from the raw mirror to a validated engine. Paths
+//! resolve against the configuration file's folder. Errors are collected
+//! where one does not hide another, so `portcullis check` shows them all.
+
+mod auth;
+mod policy;
+mod routes;
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use portcullis_core::Engine;
+use portcullis_core::authz::CedarPolicy;
+use toml::Spanned;
+
+use crate::diag::{ConfigError, LoadError, Source};
+use crate::raw::{RawConfig, RawUpstream};
+use crate::{Loaded, Upstream};
+
+/// The configuration file and the folder its paths are relative to.
+pub(crate) struct Ctx {
+    pub dir: PathBuf,
+    pub src: Source,
+}
+
+impl Ctx {
+    /// An error at a span of the configuration file.
+    pub fn err(&self, span: Range<usize>, msg: impl Into<String>) -> ConfigError {
+        ConfigError::at(&self.src, span, msg)
+    }
+
+    /// Resolve a path written in the configuration file.
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    /// Read a file named by a configuration value; a failure points at the value.
+    pub fn read(&self, p: &Spanned<String>) -> Result<(PathBuf, Source), ConfigError> {
+        let path = self.path(p.get_ref());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok((path.clone(), Source::new(&path, text))),
+            Err(e) => Err(self
+                .err(p.span(), format!("cannot read {}: {e}", path.display()))
+                .help("paths are relative to the folder of the configuration file")),
+        }
+    }
+}
+
+pub(crate) fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::file(path, format!("cannot read the configuration: {e}")))?;
+    let src = Source::new(path, text);
+    let raw: RawConfig = toml::from_str(&src.text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        ConfigError::at(&src, span, e.message().trim().to_owned())
+            .help("docs/configuration.md lists every key")
+    })?;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let ctx = Ctx { dir, src };
+
+    let mut errors = Vec::new();
+    let policy = policy::compile(&ctx, &raw.policy);
+    let auth = auth::compile(&ctx, &raw.authentication);
+    let listen = listen(&ctx, &raw)
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    let upstream = upstream(&ctx, raw.upstream.as_ref())
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    let (policy, auth) = match (policy, auth) {
+        (Ok(p), Ok(a)) => (p, a),
+        (p, a) => {
+            errors.extend(p.err().into_iter().flatten());
+            errors.extend(a.err().into_iter().flatten());
+            return Err(errors.into());
+        }
+    };
+    let (table, specs) = match routes::compile(&ctx, &raw.routes, &policy) {
+        Ok(r) => r,
+        Err(mut e) => {
+            errors.append(&mut e);
+            return Err(errors.into());
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    let actions: Vec<_> = specs.iter().map(|s| s.action.clone()).collect();
+    let cedar = CedarPolicy::new(&policy.policies, policy.entities, policy.names, &actions)
+        .map_err(|e| {
+            ConfigError::at(
+                &ctx.src,
+                raw.policy.span(),
+                format!("the policies could not be prepared: {e}"),
+            )
+        })?;
+    Ok(Loaded {
+        engine: Engine::new(table, specs, auth.authenticator, cedar),
+        listen,
+        upstream,
+        mint: auth.mint,
+        token_defaults: auth.token_defaults,
+        jwks_urls: auth.jwks_urls,
+        warnings: policy.warnings,
+        path: path.to_path_buf(),
+    })
+}
+
+fn listen(ctx: &Ctx, raw: &RawConfig) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(l) = &raw.server.listen else {
+        return Ok(None);
+    };
+    l.get_ref().parse().map(Some).map_err(|_| {
+        ctx.err(
+            l.span(),
+            format!("'{}' is not an address and port", l.get_ref()),
+        )
+        .help("write it as 127.0.0.1:8080 or [::1]:8080")
+    })
+}
+
+fn upstream(
+    ctx: &Ctx,
+    raw: Option<&Spanned<RawUpstream>>,
+) -> Result<Option<Upstream>, ConfigError> {
+    let Some(u) = raw else {
+        return Ok(None);
+    };
+    match (&u.get_ref().url, &u.get_ref().static_dir) {
+        (Some(url), None) => {
+            let parsed: http::Uri = url
+                .get_ref()
+                .parse()
+                .map_err(|_| ctx.err(url.span(), "not a valid URL"))?;
+            if parsed.scheme_str() != Some("http") || parsed.host().is_none() {
+                return Err(ctx
+                    .err(url.span(), "the upstream URL must be http://host[:port][/prefix]")
+                    .help("TLS to the upstream is not supported yet; put the upstream on a private network"));
+            }
+            Ok(Some(Upstream::Url(url.get_ref().clone())))
+        }
+        (None, Some(dir)) => {
+            let path = ctx.path(dir.get_ref());
+            if !path.is_dir() {
+                return Err(ctx.err(dir.span(), format!("{} is not a folder", path.display())));
+            }
+            Ok(Some(Upstream::StaticDir(path)))
+        }
+        _ => Err(ctx.err(u.span(), "give exactly one of `url` and `static_dir`")),
+    }
+}

@@ -1,0 +1,254 @@
+//! Stage one of loading: a serde mirror of the configuration file. No I/O, no
+//! interpretation; unknown keys are refused so a typo never silently becomes
+//! a default. Values that later checks may refuse keep their spans.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where `serve` listens.
+    #[serde(default)]
+    pub server: RawServer,
+    /// What allowed requests are forwarded to.
+    pub upstream: Option<Spanned<RawUpstream>>,
+    /// Credentials.
+    #[serde(default)]
+    pub authentication: RawAuthentication,
+    /// Cedar files and entity names.
+    pub policy: Spanned<RawPolicy>,
+    /// The routes, in order.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// `host:port` to listen on.
+    pub listen: Option<Spanned<String>>,
+}
+
+/// `[upstream]`: a URL or a folder to serve.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// An `http://` URL.
+    pub url: Option<Spanned<String>>,
+    /// A folder served by the built-in static file server.
+    pub static_dir: Option<Spanned<String>>,
+}
+
+/// `[authentication]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthentication {
+    /// The realm in `WWW-Authenticate`.
+    #[serde(default = "default_realm")]
+    pub realm: Spanned<String>,
+    /// Bearer tokens.
+    pub jwt: Option<Spanned<RawJwt>>,
+    /// API keys.
+    pub api_keys: Option<Spanned<RawApiKeys>>,
+}
+
+impl Default for RawAuthentication {
+    fn default() -> Self {
+        RawAuthentication {
+            realm: default_realm(),
+            jwt: None,
+            api_keys: None,
+        }
+    }
+}
+
+fn default_realm() -> Spanned<String> {
+    Spanned::new(0..0, "portcullis".to_owned())
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One.
+    One(String),
+    /// Many.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// As a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// Seconds, or a string such as `30s`, `5m`, `1h`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawDuration {
+    /// Whole seconds.
+    Seconds(u64),
+    /// With a unit.
+    Text(String),
+}
+
+/// `[authentication.jwt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// Accepted algorithms (required: there is no safe default).
+    pub algorithms: Spanned<Vec<Spanned<String>>>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values.
+    pub audience: Option<OneOrMany>,
+    /// Clock skew for `exp` and `nbf`.
+    pub leeway: Option<Spanned<RawDuration>>,
+    /// Refuse tokens without `exp` (default true).
+    pub require_exp: Option<bool>,
+    /// Largest token in bytes (default 8192).
+    pub max_token_bytes: Option<usize>,
+    /// Verified tokens kept (default 10000).
+    pub cache_capacity: Option<usize>,
+    /// The subject claim (default `sub`).
+    pub subject_claim: Option<String>,
+    /// Dotted path of the roles claim (default `roles`).
+    pub roles_claim: Option<String>,
+    /// Claims copied to principal attributes.
+    #[serde(default)]
+    pub attribute_claims: Vec<String>,
+    /// Verification keys.
+    #[serde(default)]
+    pub keys: Vec<Spanned<RawKey>>,
+}
+
+/// One `[[authentication.jwt.keys]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// The `kid` tokens name.
+    pub kid: Option<String>,
+    /// Pin the key to one algorithm.
+    pub alg: Option<Spanned<String>>,
+    /// An HMAC secret, inline.
+    pub secret: Option<Spanned<String>>,
+    /// An HMAC secret read from a file.
+    pub secret_file: Option<Spanned<String>>,
+    /// An HMAC secret read from an environment variable.
+    pub secret_env: Option<Spanned<String>>,
+    /// A PEM public key (RSA, EC P-256/P-384, Ed25519).
+    pub pem: Option<Spanned<String>>,
+    /// A JWKS file.
+    pub jwks: Option<Spanned<String>>,
+    /// A JWKS URL, fetched by the server.
+    pub jwks_url: Option<Spanned<String>>,
+}
+
+/// `[authentication.api_keys]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeys {
+    /// The header keys arrive in.
+    pub header: Spanned<String>,
+    /// The keys file.
+    pub file: Spanned<String>,
+}
+
+/// The API keys file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeyFile {
+    /// The keys.
+    #[serde(default, rename = "key")]
+    pub keys: Vec<Spanned<RawApiKey>>,
+}
+
+/// One `[[key]]` of the API keys file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    /// Lower-case hex SHA-256 of the key.
+    pub sha256: Spanned<String>,
+    /// The principal.
+    pub subject: String,
+    /// Roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Cedar policy files.
+    pub files: Spanned<Vec<Spanned<String>>>,
+    /// The Cedar schema (`.cedarschema` or `.json`).
+    pub schema: Spanned<String>,
+    /// Entities (Cedar JSON format).
+    pub entities: Option<Spanned<String>>,
+    /// Principal type (default `User`).
+    pub principal_type: Option<Spanned<String>>,
+    /// Role type (default `Role`).
+    pub role_type: Option<Spanned<String>>,
+    /// Anonymous principal (default `Anonymous::"anonymous"`).
+    pub anonymous_principal: Option<Spanned<String>>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The route's name (unique).
+    pub name: Spanned<String>,
+    /// Methods (`["*"]` for any).
+    pub methods: Spanned<Vec<String>>,
+    /// Path template.
+    pub path: Spanned<String>,
+    /// Host (any when absent).
+    pub host: Option<Spanned<String>>,
+    /// Cedar action: `readUser` or `Action::"readUser"`.
+    pub action: Spanned<String>,
+    /// Resource entity.
+    pub resource: Option<Spanned<RawResource>>,
+    /// `required` (default), `optional` or `off`.
+    pub auth: Option<Spanned<String>>,
+    /// Scopes a token must carry.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Deny as 404.
+    #[serde(default)]
+    pub conceal: bool,
+    /// Denial text when no policy annotation gives one.
+    pub deny: Option<RawDeny>,
+}
+
+/// `resource = { type = "User", id = "{id}" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    /// Entity type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Id template with `{param}` placeholders.
+    pub id: Option<String>,
+}
+
+/// `deny = { error = "...", message = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeny {
+    /// Code.
+    pub error: Option<String>,
+    /// Message.
+    pub message: Option<String>,
+}

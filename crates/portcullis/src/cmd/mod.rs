@@ -1,0 +1,39 @@
+//! One module per subcommand.
+
+pub mod check;
+pub mod explain;
+pub mod test;
+pub mod token;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use portcullis_config::Loaded;
+
+use crate::report;
+
+/// Exit code for an invalid configuration or a failed case.
+pub const FAILED: u8 = 1;
+/// Exit code for bad command-line input.
+pub const USAGE: u8 = 2;
+
+/// Load a configuration, printing diagnostics on failure.
+pub fn load(config: &Path) -> Result<Loaded, ExitCode> {
+    portcullis_config::load(config).map_err(|e| {
+        report::print_load_error(&e);
+        ExitCode::from(FAILED)
+    })
+}
+
+/// Print a command-line error and return the usage exit code.
+pub fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(USAGE)
+}
+
+/// The current time in Unix seconds (the CLI's clock; the engine takes it as input).
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

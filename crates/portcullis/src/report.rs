@@ -1,0 +1,147 @@
+//! How the CLI shows things: configuration diagnostics (miette, with file,
+//! line and column), and decisions as text or JSON.
+
+use portcullis_config::LoadError;
+use portcullis_core::{Decision, Rendered, Verdict};
+use serde_json::{Value, json};
+
+/// Render diagnostics with source excerpts, without colour when not on a terminal.
+pub fn install_error_hook() {
+    let _ = miette::set_hook(Box::new(|_| {
+        let theme = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            miette::GraphicalTheme::unicode()
+        } else {
+            miette::GraphicalTheme::unicode_nocolor()
+        };
+        Box::new(miette::GraphicalReportHandler::new_themed(theme).with_context_lines(2))
+    }));
+}
+
+/// Print every error of a failed load.
+pub fn print_load_error(e: &LoadError) {
+    let handler = miette::GraphicalReportHandler::new_themed(
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            miette::GraphicalTheme::unicode()
+        } else {
+            miette::GraphicalTheme::unicode_nocolor()
+        },
+    );
+    for err in &e.errors {
+        let mut out = String::new();
+        if handler.render_report(&mut out, err).is_err() {
+            out = err.to_string();
+        }
+        eprintln!("{out}");
+    }
+    let n = e.errors.len();
+    eprintln!(
+        "{n} error{} in the configuration",
+        if n == 1 { "" } else { "s" }
+    );
+}
+
+/// The decision as JSON (the `explain --format json` shape).
+pub fn decision_json(d: &Decision, response: Option<&Rendered>) -> Value {
+    let trace: Vec<Value> = d
+        .trace
+        .iter()
+        .map(|s| json!({"stage": s.stage.as_str(), "outcome": s.outcome, "detail": s.detail}))
+        .collect();
+    let identity = d.identity.as_ref().map(|i| {
+        json!({"subject": i.subject, "roles": i.roles, "scopes": i.scopes, "method": i.method.as_str()})
+    });
+    let mut v = json!({
+        "decision": if d.is_allowed() { "allow" } else { "deny" },
+        "status": Value::Null,
+        "error": Value::Null,
+        "message": Value::Null,
+        "reason": Value::Null,
+        "stage": d.stage().map(|s| s.as_str()),
+        "method": d.method,
+        "path": d.path,
+        "query": d.query,
+        "route": d.route,
+        "params": d.params.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "identity": identity,
+        "principal": d.principal,
+        "action": d.action,
+        "resource": d.resource,
+        "policies": Value::Null,
+        "hint": Value::Null,
+        "trace": trace,
+    });
+    match &d.verdict {
+        Verdict::Allow { policies } => v["policies"] = json!(policies),
+        Verdict::Deny(den) => {
+            v["status"] = json!(den.face.status);
+            v["error"] = json!(den.face.code);
+            v["message"] = json!(den.face.message);
+            v["reason"] = json!(den.reason.as_str());
+            v["policies"] = json!(den.policies);
+            v["hint"] = json!(den.hint);
+            if let Some(real) = &den.concealed {
+                v["concealed"] =
+                    json!({"status": real.status, "error": real.code, "message": real.message});
+            }
+        }
+    }
+    if let Some(r) = response {
+        let headers: serde_json::Map<String, Value> = r
+            .headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        v["response"] = json!({"status": r.status, "headers": headers, "body": r.body});
+    }
+    v
+}
+
+/// The decision as readable text.
+pub fn decision_text(d: &Decision, response: Option<&Rendered>) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} {}\n",
+        d.method,
+        d.path.as_deref().unwrap_or("(unparsed)")
+    ));
+    for s in &d.trace {
+        out.push_str(&format!(
+            "  {:<13} {:<5} {}\n",
+            s.stage.as_str(),
+            s.outcome,
+            s.detail
+        ));
+    }
+    match &d.verdict {
+        Verdict::Allow { policies } => {
+            out.push_str(&format!(
+                "decision: allow (policies: {})\n",
+                policies.join(", ")
+            ));
+        }
+        Verdict::Deny(den) => {
+            out.push_str(&format!(
+                "decision: deny at {} -> {} {} ({})\n",
+                den.stage, den.face.status, den.face.code, den.reason
+            ));
+            if let Some(real) = &den.concealed {
+                out.push_str(&format!(
+                    "concealed: the route hides a {} {} as a 404\n",
+                    real.status, real.code
+                ));
+            }
+            if !den.policies.is_empty() {
+                out.push_str(&format!("policies: {}\n", den.policies.join(", ")));
+            }
+            out.push_str(&format!("hint: {}\n", den.hint));
+        }
+    }
+    if let Some(r) = response {
+        out.push_str(&format!("response: {}\n", r.status));
+        for (k, v) in &r.headers {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+        out.push_str(&format!("  {}\n", r.body.trim_end().replace('\n', "\n  ")));
+    }
+    out
+}
