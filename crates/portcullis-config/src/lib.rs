@@ -11,6 +11,7 @@
 pub mod compile;
 pub mod diag;
 pub mod duration;
+pub mod mint;
 pub mod raw;
 
 use std::net::SocketAddr;

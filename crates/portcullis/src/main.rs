@@ -5,7 +5,6 @@
 //! failed; 2 bad command-line input.
 
 mod cmd;
-mod mint;
 mod report;
 mod request;
 

@@ -207,3 +207,54 @@ proptest! {
         }
     }
 }
+
+/// A canonical path and a random other spelling of it: unreserved characters
+/// percent-encoded (either hex case), `.` segments, `x/..` detours and
+/// doubled slashes inserted.
+fn spelling_strategy() -> impl Strategy<Value = (String, String)> {
+    let segment =
+        "[a-zA-Z0-9._~-]{1,6}".prop_filter("not a dot segment", |s| s != "." && s != "..");
+    (
+        prop::collection::vec(segment, 0..5),
+        prop::bool::ANY,
+        prop::collection::vec(0u8..6, 0..40),
+    )
+        .prop_map(|(segs, slash, noise)| {
+            let canonical = if segs.is_empty() {
+                "/".to_owned()
+            } else {
+                format!("/{}{}", segs.join("/"), if slash { "/" } else { "" })
+            };
+            let mut n = noise.into_iter().cycle();
+            let mut out = String::new();
+            for seg in &segs {
+                match n.next().unwrap_or(0) {
+                    1 => out.push_str("/."),
+                    2 => out.push_str("/detour/.."),
+                    3 => out.push('/'),
+                    _ => {}
+                }
+                out.push('/');
+                for c in seg.chars() {
+                    match n.next().unwrap_or(0) {
+                        4 => out.push_str(&format!("%{:02X}", c as u32)),
+                        5 => out.push_str(&format!("%{:02x}", c as u32)),
+                        _ => out.push(c),
+                    }
+                }
+            }
+            if slash || segs.is_empty() {
+                out.push('/');
+            }
+            (canonical, out)
+        })
+}
+
+proptest! {
+    #[test]
+    fn every_spelling_of_a_path_normalises_to_the_same_canonical_path((canonical, spelling) in spelling_strategy()) {
+        // The route table sees only the canonical path, so two spellings of
+        // one path can never reach different routes.
+        prop_assert_eq!(normalize_path(&spelling), Ok(canonical.clone()), "spelling {}", spelling);
+    }
+}

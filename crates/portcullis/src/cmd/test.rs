@@ -13,9 +13,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{FAILED, load, now};
-use crate::mint::{TokenSpec, mint};
 use crate::report;
 use crate::request::OwnedRequest;
+use portcullis_config::mint::{TokenSpec, mint};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use super::{USAGE, load, now, usage};
 use crate::TokenArgs;
-use crate::mint::{TokenSpec, mint};
+use portcullis_config::mint::{TokenSpec, mint};
 
 pub fn run(args: &TokenArgs) -> ExitCode {
     let loaded = match load(&args.config) {

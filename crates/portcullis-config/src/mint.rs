@@ -1,9 +1,9 @@
 //! Minting tokens with the configured HMAC key, for `token` and for the
 //! tokens that `test` cases describe (including deliberately bad ones).
 
+use crate::Loaded;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use portcullis_config::Loaded;
 use portcullis_core::jsonwebtoken::{EncodingKey, crypto};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -34,7 +34,7 @@ pub struct TokenSpec {
 
 fn de_ttl<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let s = String::deserialize(d)?;
-    portcullis_config::duration::parse_seconds(&s)
+    crate::duration::parse_seconds(&s)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }

@@ -1,0 +1,344 @@
+//! Every configuration mistake is refused with the file, the line and what to
+//! do. Each test starts from a valid minimal configuration and breaks one thing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+
+use portcullis_config::{LoadError, load};
+
+const SCHEMA: &str = r#"entity Role;
+entity User in [Role];
+entity Anonymous;
+entity Doc { owner: User };
+action read appliesTo { principal: [User, Anonymous], resource: Doc };
+action write appliesTo { principal: User, resource: Doc };
+"#;
+
+const POLICIES: &str = r#"@id("read-all")
+permit (principal, action == Action::"read", resource);
+
+@id("write-own")
+permit (principal, action == Action::"write", resource)
+when { resource.owner == principal };
+"#;
+
+const CONFIG: &str = r#"[authentication.jwt]
+algorithms = ["HS256"]
+
+[[authentication.jwt.keys]]
+secret = "0123456789abcdef0123456789abcdef-long-enough"
+
+[policy]
+files = ["policies.cedar"]
+schema = "schema.cedarschema"
+
+[[route]]
+name = "read"
+methods = ["GET"]
+path = "/docs/{id}"
+auth = "optional"
+action = "read"
+resource = { type = "Doc", id = "{id}" }
+
+[[route]]
+name = "write"
+methods = ["PUT"]
+path = "/docs/{id}"
+action = "write"
+resource = { type = "Doc", id = "{id}" }
+"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let f = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        f.write("schema.cedarschema", SCHEMA);
+        f.write("policies.cedar", POLICIES);
+        f.write("portcullis.toml", CONFIG);
+        f
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("portcullis.toml")
+    }
+
+    fn edit_config(&self, from: &str, to: &str) {
+        assert!(CONFIG.contains(from), "fixture does not contain {from:?}");
+        self.write("portcullis.toml", &CONFIG.replacen(from, to, 1));
+    }
+
+    fn error(&self) -> LoadError {
+        match load(&self.config()) {
+            Ok(_) => panic!("the configuration loaded, but should have been refused"),
+            Err(e) => e,
+        }
+    }
+}
+
+/// The one error's `file:line:col` and message.
+fn only(e: &LoadError) -> (String, String) {
+    assert_eq!(e.errors.len(), 1, "{e}");
+    let err = &e.errors[0];
+    (err.location().to_owned(), err.message().to_owned())
+}
+
+fn help(e: &LoadError) -> String {
+    use miette::Diagnostic;
+    Diagnostic::help(&e.errors[0])
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_fixture_itself_loads() {
+    let f = Fixture::new();
+    let loaded = load(&f.config()).unwrap();
+    assert_eq!(loaded.engine.routes().len(), 2);
+}
+
+#[test]
+fn an_unknown_key_is_refused_where_it_stands() {
+    let f = Fixture::new();
+    f.edit_config("auth = \"optional\"", "auth = \"optional\"\nconcel = true");
+    let (loc, msg) = only(&f.error());
+    assert!(loc.ends_with("portcullis.toml:16:1"), "{loc}");
+    assert!(msg.contains("unknown field `concel`"), "{msg}");
+}
+
+#[test]
+fn a_policy_syntax_error_points_into_the_policy_file() {
+    let f = Fixture::new();
+    f.write(
+        "policies.cedar",
+        &POLICIES.replace(
+            "when { resource.owner == principal }",
+            "when { resource.owner == }",
+        ),
+    );
+    let (loc, msg) = only(&f.error());
+    assert!(loc.contains("policies.cedar:6:"), "{loc}: {msg}");
+}
+
+#[test]
+fn a_policy_that_does_not_type_check_is_refused_with_its_line() {
+    let f = Fixture::new();
+    f.write(
+        "policies.cedar",
+        &POLICIES.replace("resource.owner", "resource.author"),
+    );
+    let (loc, msg) = only(&f.error());
+    assert!(loc.contains("policies.cedar:6:"), "{loc}: {msg}");
+    assert!(msg.contains("author"), "{msg}");
+}
+
+#[test]
+fn duplicate_policy_ids_are_refused() {
+    let f = Fixture::new();
+    f.write("policies.cedar", &POLICIES.replace("write-own", "read-all"));
+    let e = f.error();
+    let (loc, msg) = only(&e);
+    assert!(loc.contains("policies.cedar:4:"), "{loc}");
+    assert!(msg.contains("\"read-all\" is used twice"), "{msg}");
+    assert!(help(&e).contains("policies.cedar:1:1"), "{}", help(&e));
+}
+
+#[test]
+fn annotations_are_checked() {
+    let f = Fixture::new();
+    f.write(
+        "policies.cedar",
+        &format!("@error(\"not a code\")\n{POLICIES}"),
+    );
+    let (_, msg) = only(&f.error());
+    assert!(msg.contains("not a valid error code"), "{msg}");
+}
+
+#[test]
+fn routes_that_compete_for_the_same_requests_are_refused() {
+    let f = Fixture::new();
+    f.edit_config("methods = [\"PUT\"]", "methods = [\"PUT\", \"GET\"]");
+    let e = f.error();
+    let (loc, msg) = only(&e);
+    assert!(loc.ends_with("portcullis.toml:22:8"), "{loc}");
+    assert!(
+        msg.contains("route \"write\" competes with route \"read\""),
+        "{msg}"
+    );
+    assert!(help(&e).contains("portcullis.toml:14:8"), "{}", help(&e));
+}
+
+#[test]
+fn an_action_missing_from_the_schema_lists_the_declared_ones() {
+    let f = Fixture::new();
+    f.edit_config("action = \"write\"", "action = \"wirte\"");
+    let e = f.error();
+    let (loc, msg) = only(&e);
+    assert!(loc.ends_with("portcullis.toml:23:10"), "{loc}");
+    assert!(msg.contains("\"wirte\" is not declared"), "{msg}");
+    assert_eq!(help(&e), "declared actions: read, write");
+}
+
+#[test]
+fn a_resource_type_the_action_does_not_apply_to_is_refused() {
+    let f = Fixture::new();
+    f.edit_config(
+        "resource = { type = \"Doc\", id = \"{id}\" }\n\n",
+        "resource = { type = \"User\", id = \"{id}\" }\n\n",
+    );
+    let e = f.error();
+    assert!(
+        only(&e)
+            .1
+            .contains("does not apply to resources of type User"),
+        "{e}"
+    );
+    assert!(help(&e).contains("[Doc]"), "{}", help(&e));
+}
+
+#[test]
+fn a_resource_id_must_use_path_parameters() {
+    let f = Fixture::new();
+    f.edit_config("id = \"{id}\" }\n\n", "id = \"{doc}\" }\n\n");
+    assert!(
+        only(&f.error())
+            .1
+            .contains("{doc}, which is not a parameter")
+    );
+}
+
+#[test]
+fn anonymous_callers_must_be_principals_the_action_accepts() {
+    let f = Fixture::new();
+    f.edit_config(
+        "action = \"write\"",
+        "action = \"write\"\nauth = \"optional\"",
+    );
+    let e = f.error();
+    assert!(
+        only(&e)
+            .1
+            .contains("does not apply to principals of type Anonymous"),
+        "{e}"
+    );
+}
+
+#[test]
+fn templates_that_no_request_could_match_are_refused() {
+    let f = Fixture::new();
+    f.edit_config("path = \"/docs/{id}\"", "path = \"/docs/../{id}\"");
+    let (_, msg) = only(&f.error());
+    assert!(msg.contains("canonical form"), "{msg}");
+    let f = Fixture::new();
+    f.edit_config("path = \"/docs/{id}\"", "path = \"/docs/{*rest}/x\"");
+    assert!(only(&f.error()).1.contains("last segment"));
+}
+
+#[test]
+fn methods_are_case_sensitive() {
+    let f = Fixture::new();
+    f.edit_config("methods = [\"GET\"]", "methods = [\"get\"]");
+    let e = f.error();
+    assert!(only(&e).1.contains("\"get\" is not a method"));
+    assert!(help(&e).contains("case-sensitive"));
+}
+
+#[test]
+fn short_hmac_secrets_are_refused() {
+    let f = Fixture::new();
+    f.edit_config("0123456789abcdef0123456789abcdef-long-enough", "short");
+    let e = f.error();
+    let (loc, msg) = only(&e);
+    assert!(loc.ends_with("portcullis.toml:5:10"), "{loc}");
+    assert!(msg.contains("5 bytes; at least 32"), "{msg}");
+}
+
+#[test]
+fn alg_none_cannot_be_allowed() {
+    let f = Fixture::new();
+    f.edit_config(
+        "algorithms = [\"HS256\"]",
+        "algorithms = [\"HS256\", \"none\"]",
+    );
+    let e = f.error();
+    assert!(only(&e).1.contains("\"none\" is not a supported algorithm"));
+}
+
+#[test]
+fn keys_that_fit_no_allowed_algorithm_are_refused() {
+    let f = Fixture::new();
+    f.edit_config("algorithms = [\"HS256\"]", "algorithms = [\"RS256\"]");
+    assert!(only(&f.error()).1.contains("no configured key can verify"));
+}
+
+#[test]
+fn a_private_key_is_refused_as_a_verification_key() {
+    let f = Fixture::new();
+    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/keys/rsa.key");
+    f.edit_config(
+        "secret = \"0123456789abcdef0123456789abcdef-long-enough\"",
+        &format!("pem = \"{key}\""),
+    );
+    assert!(only(&f.error()).1.contains("private key"));
+}
+
+#[test]
+fn missing_files_are_named_relative_to_the_config() {
+    let f = Fixture::new();
+    f.edit_config("files = [\"policies.cedar\"]", "files = [\"policy.cedar\"]");
+    let (loc, msg) = only(&f.error());
+    assert!(loc.ends_with("portcullis.toml:8:10"), "{loc}");
+    assert!(msg.contains("policy.cedar"), "{msg}");
+}
+
+#[test]
+fn several_independent_errors_are_all_reported() {
+    let f = Fixture::new();
+    let bad = CONFIG
+        .replace("methods = [\"GET\"]", "methods = [\"get\"]")
+        .replace("action = \"write\"", "action = \"wirte\"");
+    f.write("portcullis.toml", &bad);
+    assert_eq!(f.error().errors.len(), 2);
+}
+
+#[test]
+fn entities_that_do_not_match_the_schema_are_refused() {
+    let f = Fixture::new();
+    f.write(
+        "entities.json",
+        r#"[{"uid":{"type":"Doc","id":"d1"},"attrs":{"owner":"not-an-entity"},"parents":[]}]"#,
+    );
+    f.edit_config(
+        "schema = \"schema.cedarschema\"",
+        "schema = \"schema.cedarschema\"\nentities = \"entities.json\"",
+    );
+    let (loc, _) = only(&f.error());
+    assert!(loc.ends_with("entities.json"), "{loc}");
+}
+
+#[test]
+fn api_key_files_store_digests_only() {
+    let f = Fixture::new();
+    f.write(
+        "keys.toml",
+        "[[key]]\nsha256 = \"my-plain-key\"\nsubject = \"svc\"\n",
+    );
+    f.edit_config(
+        "[policy]",
+        "[authentication.api_keys]\nheader = \"X-Api-Key\"\nfile = \"keys.toml\"\n\n[policy]",
+    );
+    let e = f.error();
+    let (loc, msg) = only(&e);
+    assert!(loc.ends_with("keys.toml:2:10"), "{loc}");
+    assert!(msg.contains("64 hex digits"), "{msg}");
+    assert!(help(&e).contains("sha256sum"));
+}
