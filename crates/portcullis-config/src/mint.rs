@@ -20,7 +20,8 @@ pub struct TokenSpec {
     /// Scopes (`scope`, space-separated).
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// Lifetime in seconds; negative for an expired token. Default one hour.
+    /// Lifetime: seconds, or a duration such as `"1h"`; negative for an
+    /// expired token. Default one hour.
     #[serde(default, deserialize_with = "de_ttl")]
     pub ttl: Option<i64>,
     /// Further claims, overriding the others.
@@ -33,10 +34,18 @@ pub struct TokenSpec {
 }
 
 fn de_ttl<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    let s = String::deserialize(d)?;
-    crate::duration::parse_seconds(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ttl {
+        Seconds(i64),
+        Text(String),
+    }
+    match Ttl::deserialize(d)? {
+        Ttl::Seconds(s) => Ok(Some(s)),
+        Ttl::Text(t) => crate::duration::parse_seconds(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 /// Mint a token per `spec` at time `now`.

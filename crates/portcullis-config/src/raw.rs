@@ -107,8 +107,10 @@ pub struct RawJwt {
     pub algorithms: Spanned<Vec<Spanned<String>>>,
     /// Required `iss`.
     pub issuer: Option<String>,
-    /// Accepted `aud` values.
-    pub audience: Option<OneOrMany>,
+    /// Accepted `aud` values (required unless `require_audience = false`).
+    pub audience: Option<Spanned<OneOrMany>>,
+    /// Set to false to accept tokens for any audience (not recommended).
+    pub require_audience: Option<bool>,
     /// Clock skew for `exp` and `nbf`.
     pub leeway: Option<Spanned<RawDuration>>,
     /// Refuse tokens without `exp` (default true).

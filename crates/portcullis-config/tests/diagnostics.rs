@@ -25,6 +25,7 @@ when { resource.owner == principal };
 
 const CONFIG: &str = r#"[authentication.jwt]
 algorithms = ["HS256"]
+audience = "docs-api"
 
 [[authentication.jwt.keys]]
 secret = "0123456789abcdef0123456789abcdef-long-enough"
@@ -111,7 +112,7 @@ fn an_unknown_key_is_refused_where_it_stands() {
     let f = Fixture::new();
     f.edit_config("auth = \"optional\"", "auth = \"optional\"\nconcel = true");
     let (loc, msg) = only(&f.error());
-    assert!(loc.ends_with("portcullis.toml:16:1"), "{loc}");
+    assert!(loc.ends_with("portcullis.toml:17:1"), "{loc}");
     assert!(msg.contains("unknown field `concel`"), "{msg}");
 }
 
@@ -169,12 +170,12 @@ fn routes_that_compete_for_the_same_requests_are_refused() {
     f.edit_config("methods = [\"PUT\"]", "methods = [\"PUT\", \"GET\"]");
     let e = f.error();
     let (loc, msg) = only(&e);
-    assert!(loc.ends_with("portcullis.toml:22:8"), "{loc}");
+    assert!(loc.ends_with("portcullis.toml:23:8"), "{loc}");
     assert!(
         msg.contains("route \"write\" competes with route \"read\""),
         "{msg}"
     );
-    assert!(help(&e).contains("portcullis.toml:14:8"), "{}", help(&e));
+    assert!(help(&e).contains("portcullis.toml:15:8"), "{}", help(&e));
 }
 
 #[test]
@@ -183,7 +184,7 @@ fn an_action_missing_from_the_schema_lists_the_declared_ones() {
     f.edit_config("action = \"write\"", "action = \"wirte\"");
     let e = f.error();
     let (loc, msg) = only(&e);
-    assert!(loc.ends_with("portcullis.toml:23:10"), "{loc}");
+    assert!(loc.ends_with("portcullis.toml:24:10"), "{loc}");
     assert!(msg.contains("\"wirte\" is not declared"), "{msg}");
     assert_eq!(help(&e), "declared actions: read, write");
 }
@@ -258,7 +259,7 @@ fn short_hmac_secrets_are_refused() {
     f.edit_config("0123456789abcdef0123456789abcdef-long-enough", "short");
     let e = f.error();
     let (loc, msg) = only(&e);
-    assert!(loc.ends_with("portcullis.toml:5:10"), "{loc}");
+    assert!(loc.ends_with("portcullis.toml:6:10"), "{loc}");
     assert!(msg.contains("5 bytes; at least 32"), "{msg}");
 }
 
@@ -296,7 +297,7 @@ fn missing_files_are_named_relative_to_the_config() {
     let f = Fixture::new();
     f.edit_config("files = [\"policies.cedar\"]", "files = [\"policy.cedar\"]");
     let (loc, msg) = only(&f.error());
-    assert!(loc.ends_with("portcullis.toml:8:10"), "{loc}");
+    assert!(loc.ends_with("portcullis.toml:9:10"), "{loc}");
     assert!(msg.contains("policy.cedar"), "{msg}");
 }
 
@@ -339,6 +340,54 @@ fn api_key_files_store_digests_only() {
     let e = f.error();
     let (loc, msg) = only(&e);
     assert!(loc.ends_with("keys.toml:2:10"), "{loc}");
-    assert!(msg.contains("64 hex digits"), "{msg}");
+    assert!(msg.contains("64 lower-case hex digits"), "{msg}");
     assert!(help(&e).contains("sha256sum"));
+}
+
+#[test]
+fn an_audience_is_required_unless_explicitly_waived() {
+    let f = Fixture::new();
+    f.edit_config("audience = \"docs-api\"\n", "");
+    let e = f.error();
+    assert!(only(&e).1.contains("no audience is configured"), "{e}");
+    f.edit_config("audience = \"docs-api\"\n", "require_audience = false\n");
+    assert!(load(&f.config()).is_ok());
+}
+
+#[test]
+fn jwks_urls_must_use_https_except_on_loopback() {
+    let f = Fixture::new();
+    let secret = "secret = \"0123456789abcdef0123456789abcdef-long-enough\"";
+    f.edit_config(secret, "jwks_url = \"http://idp.example/jwks.json\"");
+    assert!(only(&f.error()).1.contains("must be https://"));
+    f.edit_config(secret, "jwks_url = \"http://127.0.0.1:9999/jwks.json\"");
+    assert_eq!(load(&f.config()).unwrap().jwks_urls.len(), 1);
+}
+
+#[test]
+fn a_route_that_needs_scopes_must_authenticate() {
+    let f = Fixture::new();
+    f.edit_config(
+        "auth = \"optional\"",
+        "auth = \"off\"\nscopes = [\"docs:read\"]",
+    );
+    assert!(only(&f.error()).1.contains("does not authenticate"));
+}
+
+#[test]
+fn identical_policies_without_ids_get_their_own_ids() {
+    let f = Fixture::new();
+    let twice = "permit (principal, action == Action::\"read\", resource);\n";
+    f.write("policies.cedar", &format!("{POLICIES}{twice}{twice}"));
+    assert!(load(&f.config()).is_ok());
+}
+
+#[test]
+fn deny_codes_are_checked_like_annotations() {
+    let f = Fixture::new();
+    f.edit_config(
+        "auth = \"optional\"",
+        "auth = \"optional\"\ndeny = { error = \"no such code!\" }",
+    );
+    assert!(only(&f.error()).1.contains("not a valid error code"));
 }

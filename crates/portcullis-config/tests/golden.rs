@@ -150,6 +150,24 @@ fn forged_and_misplaced_credentials_are_refused() {
         ],
     );
     assert_eq!((seen.status, seen.code.as_str()), (400, "InvalidRequest"));
+    // An absolute-form target and a Host header naming different hosts.
+    let seen = send(
+        "GET",
+        "http://public.example/public/hello",
+        &[("host", "admin.example")],
+    );
+    assert_eq!((seen.status, seen.code.as_str()), (400, "InvalidRequest"));
+    assert_eq!(
+        send(
+            "GET",
+            "http://a.example/public/hello",
+            &[("host", "A.example:80")]
+        )
+        .status,
+        200
+    );
+    // `OPTIONS *` is not a path and matches no route, not even a tail.
+    assert_eq!(send("OPTIONS", "*", &[]).status, 404);
     // So are two Host headers.
     let seen = send("GET", "/public/hello", &[("host", "a"), ("host", "b")]);
     assert_eq!((seen.status, seen.code.as_str()), (400, "InvalidRequest"));

@@ -156,7 +156,7 @@ impl Engine {
             AuthOutcome::Authenticated(id) => Some(id),
             AuthOutcome::Failed(f) => {
                 d.unknown_key_id = matches!(f, AuthFailure::Token(TokenError::UnknownKeyId(_)));
-                return refuse(d, self.auth_denial(route, f));
+                return refuse(d, concealed_if(route, self.auth_denial(route, f)));
             }
         };
         d.step(
@@ -168,7 +168,7 @@ impl Engine {
 
         // 9. Authorize: scopes first (they have their own challenge), then Cedar.
         if let Some(denial) = self.check_scopes(route, identity.as_deref()) {
-            return refuse(d, denial);
+            return refuse(d, concealed_if(route, denial));
         }
         let verdict = self.policy.authorize(&AuthzInput {
             identity: identity.as_ref(),
@@ -193,7 +193,7 @@ impl Engine {
                 };
                 d
             }
-            _ => refuse(d, policy_denial(route, verdict)),
+            _ => refuse(d, concealed_if(route, policy_denial(route, verdict))),
         }
     }
 
@@ -294,9 +294,6 @@ impl Engine {
             description: None,
             scope: Some(route.scopes.join(" ")),
         });
-        if route.conceal {
-            conceal(&mut denial);
-        }
         Some(denial)
     }
 }
@@ -377,7 +374,17 @@ fn policy_denial(route: &RouteSpec, verdict: AuthzVerdict) -> Denial {
         policies,
         hint: verdict.hint,
     };
-    if route.conceal || verdict.meta.conceal {
+    if verdict.meta.conceal {
+        conceal(&mut denial);
+    }
+    denial
+}
+
+/// On a route that conceals existence every denial after routing (401, 400
+/// for bad credential framing, 403) wears the face of a genuine 404, so no
+/// answer tells a caller that the route is there.
+fn concealed_if(route: &RouteSpec, mut denial: Denial) -> Denial {
+    if route.conceal && denial.concealed.is_none() {
         conceal(&mut denial);
     }
     denial
@@ -392,17 +399,23 @@ fn request_host(headers: &HeaderMap, authority: Option<&str>) -> Result<Option<S
     if values.next().is_some() {
         return Err("more than one Host header".to_owned());
     }
-    if let Some(a) = authority {
-        return Ok(Some(a.to_owned()));
-    }
-    match first {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(host_of)
-            .map(Some)
-            .ok_or_else(|| "the Host header is malformed".to_owned()),
+    let header = match first {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(host_of)
+                .ok_or_else(|| "the Host header is malformed".to_owned())?,
+        ),
+    };
+    match (authority, header) {
+        // An upstream may route on Host while we routed on the target's
+        // authority: refuse rather than decide for one and forward the other.
+        (Some(a), Some(h)) if a != h => {
+            Err("the Host header does not match the request target's authority".to_owned())
+        }
+        (Some(a), _) => Ok(Some(a.to_owned())),
+        (None, h) => Ok(h),
     }
 }
 

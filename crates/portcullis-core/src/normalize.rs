@@ -8,11 +8,15 @@
 //!   above the root;
 //! - runs of `/` collapse into one; a trailing `/` is kept and is significant;
 //! - the path is case-sensitive;
+//! - escapes of the other characters a path segment may hold unencoded
+//!   (`! $ & ' ( ) * + , = : @`) are decoded too, since every upstream reads
+//!   them as those characters; `%3B` (`;`) stays encoded;
 //! - anything that could be read more than one way is refused: an encoded `/`
-//!   or `\`, an encoded NUL or control character, a raw `\`, a segment that only
-//!   becomes `.` or `..` after decoding, `.;`/`..;` segments (read as dot segments
-//!   by some servlet containers), escapes that do not decode to UTF-8 (overlong
-//!   forms included), raw bytes outside visible ASCII, and fragments.
+//!   or `\`, an encoded NUL or control character, a raw `\`, a raw `;` (servlet
+//!   containers strip `;...` path parameters, so `/admin;x` would be `/admin`
+//!   upstream but not here), a segment that only becomes `.` or `..` after
+//!   decoding, escapes that do not decode to UTF-8 (overlong forms included),
+//!   raw bytes outside visible ASCII, and fragments.
 
 use std::fmt;
 
@@ -43,8 +47,8 @@ pub enum PathError {
     InvalidUtf8,
     /// A segment that becomes `.` or `..` only after decoding.
     EncodedDotSegment,
-    /// A `.;` or `..;` segment, which servlet containers treat as a dot segment.
-    DotSegmentWithParameters,
+    /// A raw `;`: servlet containers strip `;` path parameters before routing.
+    PathParameter,
     /// An absolute-form target whose authority is not a plain host[:port].
     BadAuthority,
 }
@@ -66,7 +70,9 @@ impl PathError {
             PathError::EncodedControl => "the path contains an encoded control character",
             PathError::InvalidUtf8 => "the decoded path is not valid UTF-8",
             PathError::EncodedDotSegment => "a segment becomes '.' or '..' only after decoding",
-            PathError::DotSegmentWithParameters => "a '.;' or '..;' segment is ambiguous",
+            PathError::PathParameter => {
+                "the path contains ';', which some servers strip as a path parameter"
+            }
             PathError::BadAuthority => "the absolute-form authority is not a plain host",
         }
     }
@@ -233,6 +239,9 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
     if path.contains('\\') {
         return Err(PathError::Backslash);
     }
+    if path.contains(';') {
+        return Err(PathError::PathParameter);
+    }
     let mut out: Vec<String> = Vec::new();
     let mut trailing_slash = false;
     let raw_segments: Vec<&str> = path[1..].split('/').collect();
@@ -286,7 +295,7 @@ fn canonical_segment(raw: &str) -> Result<String, PathError> {
             b'/' => return Err(PathError::EncodedSlash),
             b'\\' => return Err(PathError::EncodedBackslash),
             0x00..=0x1f | 0x7f => return Err(PathError::EncodedControl),
-            _ if is_unreserved(v) => {
+            _ if is_unreserved(v) || is_decoded_pchar(v) => {
                 encoded_dot |= v == b'.';
                 out.push(v as char);
             }
@@ -304,10 +313,17 @@ fn canonical_segment(raw: &str) -> Result<String, PathError> {
     if encoded_dot && (out == "." || out == "..") {
         return Err(PathError::EncodedDotSegment);
     }
-    if out.starts_with(".;") || out.starts_with("..;") {
-        return Err(PathError::DotSegmentWithParameters);
-    }
     Ok(out)
+}
+
+/// Characters a segment may hold unencoded (RFC 3986 `pchar`) whose escapes
+/// every common server decodes: decoding them here keeps the route table in
+/// step with the upstream. `;` is not among them.
+fn is_decoded_pchar(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b':' | b'@'
+    )
 }
 
 fn hex_digit(n: u8) -> char {

@@ -53,6 +53,14 @@ impl ResourceTemplate {
                 Segment::Literal(_) => None,
             })
             .collect();
+        let tails: Vec<&str> = path
+            .segments()
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Tail(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
         let mut parts = Vec::new();
         let mut rest = id;
         while let Some(open) = rest.find('{') {
@@ -69,6 +77,28 @@ impl ResourceTemplate {
                     path.as_str()
                 ));
             }
+            // Parameter values never hold '/', so '/' is the one separator
+            // that keeps `{a}-{b}` style collisions out (`a-b` + `c` vs `a` + `b-c`).
+            let separated = match parts.last() {
+                Some(IdPart::Param(_)) => false,
+                Some(IdPart::Text(t)) => {
+                    !parts.iter().any(|p| matches!(p, IdPart::Param(_))) || t.contains('/')
+                }
+                None => true,
+            };
+            if !separated {
+                return Err(format!(
+                    "resource id {id:?}: parameters must be separated by '/', or two paths could build the same resource"
+                ));
+            }
+            if parts
+                .iter()
+                .any(|p| matches!(p, IdPart::Param(n) if tails.contains(&n.as_str())))
+            {
+                return Err(format!(
+                    "resource id {id:?}: a {{*tail}} parameter must come last"
+                ));
+            }
             parts.push(IdPart::Param(name.to_owned()));
             rest = &rest[open + close + 1..];
         }
@@ -76,6 +106,14 @@ impl ResourceTemplate {
             return Err(format!("unmatched '}}' in resource id {id:?}"));
         }
         if !rest.is_empty() {
+            if parts
+                .iter()
+                .any(|p| matches!(p, IdPart::Param(n) if tails.contains(&n.as_str())))
+            {
+                return Err(format!(
+                    "resource id {id:?}: nothing may follow a {{*tail}} parameter"
+                ));
+            }
             parts.push(IdPart::Text(rest.to_owned()));
         }
         Ok(ResourceTemplate { type_name, parts })
@@ -108,5 +146,51 @@ impl ResourceTemplate {
     /// The resource's entity type.
     pub fn type_name(&self) -> &EntityTypeName {
         &self.type_name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn ty() -> EntityTypeName {
+        EntityTypeName::from_str("Doc").unwrap()
+    }
+
+    #[test]
+    fn ids_are_built_from_decoded_parameters() {
+        let t = Template::parse("/orgs/{org}/docs/{*path}").unwrap();
+        let r = ResourceTemplate::parse(ty(), "{org}/{path}", &t).unwrap();
+        let uid = r.build(&[
+            ("org".into(), "acme".into()),
+            ("path".into(), "a b/c".into()),
+        ]);
+        assert_eq!(uid.to_string(), r#"Doc::"acme/a b/c""#);
+    }
+
+    #[test]
+    fn ids_that_two_paths_could_share_are_refused() {
+        let t = Template::parse("/orgs/{org}/teams/{team}/{*rest}").unwrap();
+        for bad in [
+            "{org}-{team}",
+            "{org}{team}",
+            "{rest}/{org}",
+            "{rest}.json",
+            "{nope}",
+            "{org",
+            "org}",
+        ] {
+            assert!(ResourceTemplate::parse(ty(), bad, &t).is_err(), "{bad}");
+        }
+        for good in [
+            "{org}/{team}",
+            "team-{team}",
+            "{org}/{team}/{rest}",
+            "fixed",
+        ] {
+            assert!(ResourceTemplate::parse(ty(), good, &t).is_ok(), "{good}");
+        }
     }
 }

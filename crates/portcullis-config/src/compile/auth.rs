@@ -123,10 +123,11 @@ fn jwt(ctx: &Ctx, raw: &Spanned<RawJwt>) -> Result<CompiledJwt, Vec<ConfigError>
         match key(ctx, k) {
             Ok(Loaded::Keys(mut v, secret)) => {
                 if let (Some(secret), None) = (secret, &mint) {
+                    let pin = v.first().and_then(|k| k.alg);
                     let alg = algorithms
                         .iter()
                         .copied()
-                        .find(|a| KeyFamily::Hmac.fits(*a));
+                        .find(|a| KeyFamily::Hmac.fits(*a) && pin.is_none_or(|p| p == *a));
                     if let Some(alg) = alg {
                         mint = Some(MintKey {
                             kid: k.get_ref().kid.clone(),
@@ -156,6 +157,23 @@ fn jwt(ctx: &Ctx, raw: &Spanned<RawJwt>) -> Result<CompiledJwt, Vec<ConfigError>
             errors.push(ctx.err(j.algorithms.span(), "no configured key can verify any of these algorithms").help("an HMAC secret verifies HS*, an RSA key RS*/PS*, a P-256 key ES256, a P-384 key ES384, an Ed25519 key EdDSA"));
         }
     }
+    let audiences: Vec<String> = j
+        .audience
+        .as_ref()
+        .map(|a| match a.get_ref() {
+            crate::raw::OneOrMany::One(s) => vec![s.clone()],
+            crate::raw::OneOrMany::Many(v) => v.clone(),
+        })
+        .unwrap_or_default();
+    if audiences.iter().any(String::is_empty)
+        || (audiences.is_empty() && j.require_audience != Some(false))
+    {
+        let span = j.audience.as_ref().map_or(raw.span(), Spanned::span);
+        errors.push(
+            ctx.err(span, "no audience is configured, so tokens issued for any other service would be accepted")
+                .help("set audience = \"<this API's identifier>\"; or, knowingly, require_audience = false"),
+        );
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -163,14 +181,7 @@ fn jwt(ctx: &Ctx, raw: &Spanned<RawJwt>) -> Result<CompiledJwt, Vec<ConfigError>
     let settings = JwtSettings {
         algorithms,
         issuer: j.issuer.clone(),
-        audiences: j
-            .audience
-            .as_ref()
-            .map(|a| match a {
-                crate::raw::OneOrMany::One(s) => vec![s.clone()],
-                crate::raw::OneOrMany::Many(v) => v.clone(),
-            })
-            .unwrap_or_default(),
+        audiences,
         leeway,
         require_exp: j.require_exp.unwrap_or(true),
         max_token_bytes: j.max_token_bytes.unwrap_or(8192),
@@ -292,8 +303,18 @@ fn key(ctx: &Ctx, raw: &Spanned<RawKey>) -> Result<Loaded, ConfigError> {
             .get_ref()
             .parse()
             .map_err(|_| ctx.err(u.span(), "not a valid URL"))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(ctx.err(u.span(), "a JWKS URL must be http:// or https://"));
+        let loopback = matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        match uri.scheme_str() {
+            Some("https") if uri.host().is_some() => {}
+            Some("http") if loopback => {}
+            _ => {
+                return Err(ctx
+                    .err(
+                        u.span(),
+                        "a JWKS URL must be https:// (plain http only to a loopback address)",
+                    )
+                    .help("keys fetched over plain HTTP can be replaced by anyone on the path"));
+            }
         }
         return Ok(Loaded::Url(JwksUrl {
             url: u.get_ref().clone(),
@@ -333,8 +354,12 @@ fn api_keys(ctx: &Ctx, raw: &RawApiKeys) -> Result<ApiKeyStore, ConfigError> {
     for k in &file.keys {
         let k_ref = k.get_ref();
         let digest = hex32(k_ref.sha256.get_ref()).ok_or_else(|| {
-            crate::diag::ConfigError::at(&src, k_ref.sha256.span(), "sha256 must be 64 hex digits")
-                .help("store the digest, never the key: printf %s \"$KEY\" | sha256sum")
+            crate::diag::ConfigError::at(
+                &src,
+                k_ref.sha256.span(),
+                "sha256 must be 64 lower-case hex digits",
+            )
+            .help("store the digest, never the key: printf %s \"$KEY\" | sha256sum")
         })?;
         if entries.iter().any(|e| e.sha256 == digest) {
             return Err(crate::diag::ConfigError::at(
@@ -354,7 +379,10 @@ fn api_keys(ctx: &Ctx, raw: &RawApiKeys) -> Result<ApiKeyStore, ConfigError> {
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
+    let lower_hex = s
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if s.len() != 64 || !lower_hex {
         return None;
     }
     let mut out = [0u8; 32];

@@ -156,3 +156,9 @@ fn upstream(
         _ => Err(ctx.err(u.span(), "give exactly one of `url` and `static_dir`")),
     }
 }
+
+/// An error code an operator may write: an identifier such as `InsufficientPermissions`.
+pub(crate) fn is_error_code(code: &str) -> bool {
+    code.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

@@ -106,10 +106,7 @@ fn policies(
             ));
             continue;
         }
-        let mut parsed: Vec<&Policy> = set.policies().collect();
-        parsed.sort_by_key(|p| p.to_cedar().and_then(|t| src.text.find(&t)).unwrap_or(0));
-        for p in parsed {
-            let offset = p.to_cedar().and_then(|t| src.text.find(&t)).unwrap_or(0);
+        for (p, offset) in in_source_order(&set, &src.text) {
             let id = match p.annotation("id") {
                 Some(id) => id.to_owned(),
                 None => src.location(offset).rsplit_once(':').map_or_else(
@@ -149,6 +146,35 @@ fn policies(
     }
 }
 
+/// The file's policies in the order written, each with its byte offset.
+/// Cedar numbers parsed policies `policy0`, `policy1`, ... in source order;
+/// searching each one's text after the previous one's keeps two identical
+/// policies at their own places.
+fn in_source_order<'a>(set: &'a PolicySet, text: &str) -> Vec<(&'a Policy, usize)> {
+    let mut parsed: Vec<&Policy> = set.policies().collect();
+    parsed.sort_by_key(|p| {
+        p.id()
+            .to_string()
+            .trim_start_matches("policy")
+            .parse::<usize>()
+            .unwrap_or(usize::MAX)
+    });
+    let mut from = 0;
+    parsed
+        .into_iter()
+        .map(|p| {
+            let found = p
+                .to_cedar()
+                .and_then(|t| text.get(from..)?.find(&t).map(|i| (from + i, t.len())));
+            let offset = found.map_or(from, |(at, len)| {
+                from = at + len;
+                at
+            });
+            (p, offset)
+        })
+        .collect()
+}
+
 /// `policies/users.cedar:12` from `/abs/dir/policies/users.cedar:12`: keep
 /// the file name and line, which is what an operator searches for.
 fn short_name(file_line: &str) -> String {
@@ -160,9 +186,7 @@ fn short_name(file_line: &str) -> String {
 
 fn check_annotations(src: &Source, offset: usize, p: &Policy) -> Result<(), ConfigError> {
     if let Some(code) = p.annotation("error") {
-        let ok = code.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
+        if !super::is_error_code(code) {
             return Err(ConfigError::at(
                 src,
                 offset..offset + 6,

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use super::Identity;
 
-/// A verified identity and the token's `exp`.
-type Entry = (Arc<Identity>, i64);
+/// A verified identity, the token's `exp`, and the key generation it was
+/// verified under.
+pub(super) type Entry = (Arc<Identity>, i64, u64);
 
 #[derive(Debug)]
 pub(super) struct TokenCache {
@@ -27,16 +28,22 @@ impl TokenCache {
         }
     }
 
-    /// The identity for this digest if it is cached and `exp > now`.
-    pub(super) fn get(&self, digest: &[u8; 32], now: i64) -> Option<Arc<Identity>> {
+    /// The identity for this digest if it is cached, `exp > now`, and it was
+    /// verified under the current key generation.
+    pub(super) fn get(
+        &self,
+        digest: &[u8; 32],
+        now: i64,
+        generation: u64,
+    ) -> Option<Arc<Identity>> {
         let entries = self.entries.lock().ok()?;
         match entries.get(digest) {
-            Some((id, exp)) if *exp > now => Some(Arc::clone(id)),
+            Some((id, exp, g)) if *exp > now && *g == generation => Some(Arc::clone(id)),
             _ => None,
         }
     }
 
-    pub(super) fn insert(&self, digest: [u8; 32], id: Arc<Identity>, exp: i64, now: i64) {
+    pub(super) fn insert(&self, digest: [u8; 32], entry: Entry, now: i64) {
         if self.capacity == 0 {
             return;
         }
@@ -44,12 +51,12 @@ impl TokenCache {
             return;
         };
         if entries.len() >= self.capacity {
-            entries.retain(|_, (_, e)| *e > now);
+            entries.retain(|_, (_, e, _)| *e > now);
             if entries.len() >= self.capacity {
                 entries.clear();
             }
         }
-        entries.insert(digest, (id, exp));
+        entries.insert(digest, entry);
     }
 
     pub(super) fn clear(&self) {

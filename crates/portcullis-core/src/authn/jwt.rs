@@ -217,7 +217,10 @@ impl TokenError {
 #[derive(Debug)]
 pub struct JwtVerifier {
     settings: JwtSettings,
-    keys: RwLock<Arc<KeySet>>,
+    /// The keys in force and their generation; cache entries remember the
+    /// generation they were verified under, so a rotation invalidates even
+    /// a verification that was in flight while the keys changed.
+    keys: RwLock<(u64, Arc<KeySet>)>,
     cache: TokenCache,
 }
 
@@ -234,7 +237,7 @@ impl JwtVerifier {
         let cache = TokenCache::new(settings.cache_capacity);
         JwtVerifier {
             settings,
-            keys: RwLock::new(Arc::new(keys)),
+            keys: RwLock::new((0, Arc::new(keys))),
             cache,
         }
     }
@@ -247,9 +250,12 @@ impl JwtVerifier {
     /// Replace the key set (a JWKS refresh). Cached verifications are dropped,
     /// so a key removed from the set stops working at once.
     pub fn replace_keys(&self, keys: KeySet) {
-        if let Ok(mut guard) = self.keys.write() {
-            *guard = Arc::new(keys);
-        }
+        let mut guard = match self.keys.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = (guard.0.wrapping_add(1), Arc::new(keys));
+        drop(guard);
         self.cache.clear();
     }
 
@@ -258,11 +264,26 @@ impl JwtVerifier {
         self.cache.len()
     }
 
-    fn current_keys(&self) -> Arc<KeySet> {
-        match self.keys.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+    /// Simulate a verification that finished after a key rotation: its entry
+    /// carries the generation it started under.
+    #[cfg(test)]
+    pub(super) fn insert_in_flight(
+        &self,
+        token: &str,
+        id: Arc<Identity>,
+        exp: i64,
+        generation: u64,
+    ) {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.cache.insert(digest, (id, exp, generation), 0);
+    }
+
+    fn current_keys(&self) -> (u64, Arc<KeySet>) {
+        let guard = match self.keys.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        (guard.0, Arc::clone(&guard.1))
     }
 
     /// Verify a token at time `now` (Unix seconds).
@@ -270,21 +291,19 @@ impl JwtVerifier {
         if token.len() > self.settings.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
+        let (generation, keys) = self.current_keys();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(id) = self.cache.get(&digest, now - self.settings.leeway) {
+        let cache_now = now.saturating_sub(self.settings.leeway);
+        if let Some(id) = self.cache.get(&digest, cache_now, generation) {
             return Ok(id);
         }
         let parts = split(token)?;
         let alg = self.check_header(&parts.header)?;
-        self.check_signature(&parts, alg)?;
+        check_signature(&keys, &parts, alg)?;
         let identity = Arc::new(self.check_claims(&parts.claims, now)?);
         if let Some(exp) = identity.expires_at {
-            self.cache.insert(
-                digest,
-                Arc::clone(&identity),
-                exp,
-                now - self.settings.leeway,
-            );
+            let entry = (Arc::clone(&identity), exp, generation);
+            self.cache.insert(digest, entry, cache_now);
         }
         Ok(identity)
     }
@@ -316,49 +335,6 @@ impl JwtVerifier {
             return Err(TokenError::Malformed);
         }
         Ok(alg)
-    }
-
-    /// Keys are chosen by `kid` among the configured ones only: `jku`, `x5u`,
-    /// `jwk` and `x5c` are never consulted, so a token cannot bring its own key.
-    fn check_signature(&self, parts: &Parts<'_>, alg: Algorithm) -> Result<(), TokenError> {
-        let keys = self.current_keys();
-        let kid = parts.header.get("kid").and_then(Value::as_str);
-        let by_kid: Vec<&VerificationKey> = match kid {
-            Some(kid) => {
-                let v: Vec<_> = keys
-                    .keys
-                    .iter()
-                    .filter(|k| k.kid.as_deref() == Some(kid))
-                    .collect();
-                if v.is_empty() {
-                    return Err(TokenError::UnknownKeyId(truncate(kid)));
-                }
-                v
-            }
-            None => keys.keys.iter().collect(),
-        };
-        let fitting = by_kid
-            .into_iter()
-            .filter(|k| k.family.fits(alg) && k.alg.is_none_or(|a| a == alg));
-        let mut any = false;
-        for key in fitting {
-            any = true;
-            if crypto::verify(
-                parts.signature,
-                parts.signing_input.as_bytes(),
-                &key.key,
-                alg,
-            )
-            .unwrap_or(false)
-            {
-                return Ok(());
-            }
-        }
-        Err(if any {
-            TokenError::BadSignature
-        } else {
-            TokenError::NoKeyForAlgorithm
-        })
     }
 
     fn check_claims(&self, claims: &Map<String, Value>, now: i64) -> Result<Identity, TokenError> {
@@ -401,6 +377,48 @@ impl JwtVerifier {
             expires_at: exp,
         })
     }
+}
+
+/// Keys are chosen by `kid` among the configured ones only: `jku`, `x5u`,
+/// `jwk` and `x5c` are never consulted, so a token cannot bring its own key.
+fn check_signature(keys: &KeySet, parts: &Parts<'_>, alg: Algorithm) -> Result<(), TokenError> {
+    let kid = parts.header.get("kid").and_then(Value::as_str);
+    let by_kid: Vec<&VerificationKey> = match kid {
+        Some(kid) => {
+            let v: Vec<_> = keys
+                .keys
+                .iter()
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .collect();
+            if v.is_empty() {
+                return Err(TokenError::UnknownKeyId(truncate(kid)));
+            }
+            v
+        }
+        None => keys.keys.iter().collect(),
+    };
+    let fitting = by_kid
+        .into_iter()
+        .filter(|k| k.family.fits(alg) && k.alg.is_none_or(|a| a == alg));
+    let mut any = false;
+    for key in fitting {
+        any = true;
+        if crypto::verify(
+            parts.signature,
+            parts.signing_input.as_bytes(),
+            &key.key,
+            alg,
+        )
+        .unwrap_or(false)
+        {
+            return Ok(());
+        }
+    }
+    Err(if any {
+        TokenError::BadSignature
+    } else {
+        TokenError::NoKeyForAlgorithm
+    })
 }
 
 fn truncate(s: &str) -> String {

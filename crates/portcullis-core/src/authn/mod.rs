@@ -28,7 +28,8 @@ pub enum AuthMode {
     Required,
     /// A credential is used if given (and must then be valid); none means anonymous.
     Optional,
-    /// Credentials are not looked at; everyone is anonymous.
+    /// Credentials are not verified; everyone is anonymous. (Malformed
+    /// framing, such as two `Authorization` headers, is still refused.)
     Off,
 }
 
@@ -206,11 +207,15 @@ fn bearer_token(value: &[u8]) -> Result<Option<&str>, AuthFailure> {
     let Ok(value) = std::str::from_utf8(value) else {
         return Err(AuthFailure::Token(TokenError::Malformed));
     };
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    // RFC 9110 allows one or more spaces; a tab is accepted too, so that no
+    // spelling of "Bearer <token>" is mistaken for "no credential".
+    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Ok(None);
     }
-    let token = rest.trim_start_matches(' ');
+    let token = rest
+        .trim_start_matches([' ', '\t'])
+        .trim_end_matches([' ', '\t']);
     let token68 = !token.is_empty()
         && token.trim_end_matches('=').bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')

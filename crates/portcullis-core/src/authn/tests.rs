@@ -612,3 +612,35 @@ fn api_keys_are_known_by_digest() {
     );
     let _ = AUTHORIZATION;
 }
+
+#[test]
+fn a_verification_in_flight_during_rotation_does_not_outlive_the_old_key() {
+    let v = verifier(&[Algorithm::HS256], vec![hmac_key(None)]);
+    let t = hs(Algorithm::HS256, &claims());
+    let id = v.verify(&t, NOW).unwrap();
+    v.replace_keys(KeySet {
+        keys: vec![rsa_key()],
+    });
+    // The old verification lands in the cache after the rotation cleared it.
+    v.insert_in_flight(&t, id, NOW + 600, 0);
+    assert_eq!(v.verify(&t, NOW), Err(TokenError::NoKeyForAlgorithm));
+}
+
+#[test]
+fn bearer_accepts_tabs_as_separators() {
+    let a = authenticator();
+    let t = format!("Bearer\t{}", hs(Algorithm::HS256, &claims()));
+    assert!(matches!(
+        a.authenticate(&headers(&[("authorization", &t)]), AuthMode::Required, NOW),
+        AuthOutcome::Authenticated(_)
+    ));
+    let bad = format!("Bearer\t{}", "a b");
+    assert_eq!(
+        failure(a.authenticate(
+            &headers(&[("authorization", &bad)]),
+            AuthMode::Optional,
+            NOW
+        )),
+        Some(AuthFailure::Token(TokenError::Malformed))
+    );
+}

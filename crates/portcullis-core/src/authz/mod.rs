@@ -61,7 +61,10 @@ impl PolicyMeta {
 struct ActionPolicies {
     set: PolicySet,
     forbids: HashSet<PolicyId>,
+    /// Permits, in id order (the order annotations are looked up in).
     permits: Vec<PermitHint>,
+    /// Whether any policy for the action asks for concealment.
+    conceal_any: bool,
 }
 
 /// The loaded policy: partitioned by action, with the entities from the
@@ -141,11 +144,15 @@ impl CedarPolicy {
             let mut set = PolicySet::new();
             let mut forbids = HashSet::new();
             let mut permits = Vec::new();
-            for p in policies.policies() {
+            let mut conceal_any = false;
+            let mut sorted: Vec<&Policy> = policies.policies().collect();
+            sorted.sort_by_key(|p| p.id().to_string());
+            for p in sorted {
                 if !applies_to(p, action, &entities) {
                     continue;
                 }
                 set.add(p.clone()).map_err(|e| e.to_string())?;
+                conceal_any |= p.annotation("conceal").is_some();
                 match p.effect() {
                     Effect::Forbid => {
                         forbids.insert(p.id().clone());
@@ -159,6 +166,7 @@ impl CedarPolicy {
                     set,
                     forbids,
                     permits,
+                    conceal_any,
                 },
             );
         }
@@ -259,14 +267,15 @@ impl CedarPolicy {
         match &verdict.outcome {
             AuthzOutcome::Allow(_) => {}
             AuthzOutcome::Forbid(ids) => {
-                verdict.meta = self.first_meta(ids.iter().map(String::as_str));
+                verdict.meta = self.denial_meta(ids.iter().map(String::as_str));
                 verdict.hint = hint::forbid_hint(ids, &facts);
             }
             AuthzOutcome::DefaultDeny => {
-                verdict.meta = self.first_meta(part.permits.iter().map(|p| p.id()));
+                verdict.meta = self.denial_meta(part.permits.iter().map(|p| p.id()));
                 verdict.hint = hint::default_deny_hint(&part.permits, &facts);
             }
             AuthzOutcome::Error(errs) => {
+                verdict.meta.conceal = part.conceal_any;
                 verdict.hint = format!(
                     "a forbid policy could not be evaluated, so the request was refused: {}",
                     errs.join("; ")
@@ -276,12 +285,22 @@ impl CedarPolicy {
         verdict
     }
 
-    /// The annotations of the first policy (in the given order) that has any.
-    fn first_meta<'a>(&self, ids: impl Iterator<Item = &'a str>) -> PolicyMeta {
-        ids.filter_map(|id| self.meta.get(&PolicyId::new(id)))
-            .next()
-            .cloned()
-            .unwrap_or_default()
+    /// The code and message of the first policy (in the given order) that
+    /// has either; concealment if any of them asks for it, so that one
+    /// policy's `@message` cannot cancel another's `@conceal`.
+    fn denial_meta<'a>(&self, ids: impl Iterator<Item = &'a str>) -> PolicyMeta {
+        let mut out = PolicyMeta::default();
+        for id in ids {
+            let Some(m) = self.meta.get(&PolicyId::new(id)) else {
+                continue;
+            };
+            if out.error.is_none() && out.message.is_none() {
+                out.error.clone_from(&m.error);
+                out.message.clone_from(&m.message);
+            }
+            out.conceal |= m.conceal;
+        }
+        out
     }
 
     /// The file's entities plus the principal, whose parents are its roles

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::PathSegments;
-use crate::normalize::{decode_segment, normalize_path};
+use crate::normalize::{decode_segment, normalize_target};
 
 /// One segment of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl Template {
         if literal_path.is_empty() || self.trailing_slash {
             literal_path.push('/');
         }
-        match normalize_path(&literal_path) {
+        match normalize_target(&http::Method::GET, &literal_path).map(|t| t.path) {
             Ok(c) if c == literal_path => Ok(()),
             Ok(c) => Err(TemplateError::NotCanonical { canonical: c }),
             Err(e) => Err(TemplateError::NotCanonical {
@@ -200,13 +200,12 @@ impl Template {
                 }
                 Segment::Tail(name) => {
                     let rest = path.segments.get(i..).unwrap_or_default();
-                    let mut v: Vec<String> = rest
+                    // The trailing '/' stays in the path but not in the value, so
+                    // `/files/secret/` names the same resource as `/files/secret`.
+                    let v: Vec<String> = rest
                         .iter()
                         .map(|s| decode_segment(s).unwrap_or_default())
                         .collect();
-                    if path.trailing_slash && !rest.is_empty() {
-                        v.push(String::new());
-                    }
                     out.push((name.clone(), v.join("/")));
                 }
                 Segment::Literal(_) => {}

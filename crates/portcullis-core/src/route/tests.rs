@@ -140,7 +140,7 @@ fn parameters_are_decoded() {
             params,
             vec![
                 ("id".to_owned(), "café".to_owned()),
-                ("rest".to_owned(), "a b/c/".to_owned())
+                ("rest".to_owned(), "a b/c".to_owned())
             ]
         ),
         other => panic!("{other:?}"),
@@ -156,6 +156,14 @@ fn bad_templates_are_refused_with_a_reason() {
     ));
     assert!(matches!(
         Template::parse("/a/%7e"),
+        Err(TemplateError::NotCanonical { .. })
+    ));
+    assert!(matches!(
+        Template::parse("/a b"),
+        Err(TemplateError::NotCanonical { .. })
+    ));
+    assert!(matches!(
+        Template::parse("/a?b"),
         Err(TemplateError::NotCanonical { .. })
     ));
     assert!(matches!(
