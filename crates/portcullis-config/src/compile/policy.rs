@@ -185,15 +185,13 @@ fn short_name(file_line: &str) -> String {
 }
 
 fn check_annotations(src: &Source, offset: usize, p: &Policy) -> Result<(), ConfigError> {
-    if let Some(code) = p.annotation("error") {
-        if !super::is_error_code(code) {
-            return Err(ConfigError::at(
-                src,
-                offset..offset + 6,
-                format!("@error({code:?}) is not a valid error code"),
-            )
-            .help("error codes are identifiers such as InsufficientPermissions"));
-        }
+    if let Some(code) = p.annotation("error").filter(|c| !super::is_error_code(c)) {
+        return Err(ConfigError::at(
+            src,
+            offset..offset + 6,
+            format!("@error({code:?}) is not a valid error code"),
+        )
+        .help("error codes are identifiers such as InsufficientPermissions"));
     }
     if p.annotation("message").is_some_and(|m| m.trim().is_empty()) {
         return Err(

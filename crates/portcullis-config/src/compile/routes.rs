@@ -110,15 +110,18 @@ fn one(
             .err(r.name.span(), "the route needs scopes but does not authenticate, so it would refuse every request")
             .help("remove auth = \"off\" or the scopes"));
     }
-    if let Some(code) = r.deny.as_ref().and_then(|d| d.error.as_deref()) {
-        if !crate::compile::is_error_code(code) {
-            return Err(ctx
-                .err(
-                    r.name.span(),
-                    format!("deny.error {code:?} is not a valid error code"),
-                )
-                .help("error codes are identifiers such as InsufficientPermissions"));
-        }
+    if let Some(code) = r
+        .deny
+        .as_ref()
+        .and_then(|d| d.error.as_deref())
+        .filter(|c| !crate::compile::is_error_code(c))
+    {
+        return Err(ctx
+            .err(
+                r.name.span(),
+                format!("deny.error {code:?} is not a valid error code"),
+            )
+            .help("error codes are identifiers such as InsufficientPermissions"));
     }
     if let Some(bad) = r.scopes.iter().find(|s| s.is_empty() || s.contains(' ')) {
         return Err(ctx.err(
