@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::authn::Identity;
+use cedar_policy::EntityUid;
+
+use crate::authn::{AuthMode, Identity};
 use crate::reason::{ReasonCode, Stage};
 
 /// A `WWW-Authenticate: Bearer` challenge.
@@ -78,15 +80,26 @@ pub enum Verdict {
     Deny(Box<Denial>),
 }
 
-/// One stage's entry in the trace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One stage's entry in the trace. The readable account of what the stage
+/// saw is composed on demand by [`Decision::describe`], so that deciding
+/// formats no strings on the allow path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceStep {
     /// The stage.
     pub stage: Stage,
-    /// `pass`, `deny` or `skip`.
+    /// `pass` or `deny`.
     pub outcome: &'static str,
-    /// What the stage saw and concluded.
-    pub detail: String,
+}
+
+/// The matched route, as the decision record names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRef {
+    /// The route's name.
+    pub name: Arc<str>,
+    /// Its path template.
+    pub template: Arc<str>,
+    /// Its authentication mode.
+    pub auth: AuthMode,
 }
 
 /// Everything the engine concluded.
@@ -100,18 +113,18 @@ pub struct Decision {
     pub path: Option<String>,
     /// The query, as sent.
     pub query: Option<String>,
-    /// The matched route's name.
-    pub route: Option<String>,
+    /// The matched route.
+    pub route: Option<RouteRef>,
     /// Path parameters.
     pub params: Vec<(String, String)>,
     /// The verified caller.
     pub identity: Option<Arc<Identity>>,
     /// The Cedar principal.
-    pub principal: Option<String>,
+    pub principal: Option<EntityUid>,
     /// The Cedar action.
-    pub action: Option<String>,
+    pub action: Option<EntityUid>,
     /// The Cedar resource.
-    pub resource: Option<String>,
+    pub resource: Option<EntityUid>,
     /// Every stage, in order.
     pub trace: Vec<TraceStep>,
     /// A token named a key id no configured key has: a JWKS refresh may help.
@@ -135,5 +148,55 @@ impl Decision {
     /// The stage that decided (the last in the trace).
     pub fn stage(&self) -> Option<Stage> {
         self.trace.last().map(|s| s.stage)
+    }
+
+    /// The trace with a readable account of each stage, for `explain` and
+    /// the decision log.
+    pub fn describe(&self) -> Vec<(Stage, &'static str, String)> {
+        self.trace
+            .iter()
+            .map(|step| (step.stage, step.outcome, self.detail(*step)))
+            .collect()
+    }
+
+    fn detail(&self, step: TraceStep) -> String {
+        if step.outcome == "deny" {
+            return self.denial().map(|d| d.hint.clone()).unwrap_or_default();
+        }
+        let uid = |u: &Option<EntityUid>| u.as_ref().map(ToString::to_string).unwrap_or_default();
+        match step.stage {
+            Stage::Parse => format!(
+                "canonical path {}",
+                self.path.as_deref().unwrap_or_default()
+            ),
+            Stage::Route => match &self.route {
+                Some(r) => format!(
+                    "route {:?} ({} {}), action {}, resource {}",
+                    r.name,
+                    self.method,
+                    r.template,
+                    uid(&self.action),
+                    uid(&self.resource)
+                ),
+                None => String::new(),
+            },
+            Stage::Authenticate => {
+                let mode = self.route.as_ref().map_or("", |r| r.auth.as_str());
+                match &self.identity {
+                    None => format!("anonymous (authentication {mode})"),
+                    Some(id) => format!(
+                        "subject {:?} via {}, roles [{}], scopes [{}]",
+                        id.subject,
+                        id.method.as_str(),
+                        id.roles.join(", "),
+                        id.scopes.join(" ")
+                    ),
+                }
+            }
+            Stage::Authorize => match &self.verdict {
+                Verdict::Allow { policies } => format!("permitted by {}", policies.join(", ")),
+                Verdict::Deny(d) => d.hint.clone(),
+            },
+        }
     }
 }

@@ -9,7 +9,9 @@ use http::{HeaderMap, Method};
 
 use crate::authn::{AuthFailure, AuthOutcome, Authenticator, Identity, TokenError};
 use crate::authz::{AuthzInput, AuthzOutcome, AuthzVerdict, CedarPolicy};
-use crate::decision::{Challenge, Decision, Denial, Face, TraceStep, Verdict};
+use std::sync::Arc;
+
+use crate::decision::{Challenge, Decision, Denial, Face, RouteRef, TraceStep, Verdict};
 use crate::normalize::{PathError, host_of, normalize_target};
 use crate::reason::{ReasonCode, Stage};
 use crate::route::{RouteMatch, RouteTable};
@@ -103,11 +105,7 @@ impl Engine {
         };
         d.path = Some(target.path.clone());
         d.query = target.query.clone();
-        d.step(
-            Stage::Parse,
-            "pass",
-            format!("canonical path {}", target.path),
-        );
+        d.step(Stage::Parse, "pass");
 
         // 7. Route: which action and resource this is, and whether it exists.
         let (route_id, params) = match self.table.find(host.as_deref(), facts.method, &target.path)
@@ -129,21 +127,13 @@ impl Engine {
         };
         let route = &self.routes[route_id];
         let resource = route.resource.build(&params);
-        d.route = Some(route.name.clone());
-        d.action = Some(route.action.to_string());
-        d.resource = Some(resource.to_string());
-        d.step(
-            Stage::Route,
-            "pass",
-            format!(
-                "route {:?} ({} {}), action {}, resource {}",
-                route.name,
-                facts.method,
-                self.table.patterns()[route_id].template.as_str(),
-                route.action,
-                resource
-            ),
-        );
+        d.route = Some(RouteRef {
+            name: Arc::clone(&route.name),
+            template: Arc::clone(&route.path),
+            auth: route.auth,
+        });
+        d.action = Some(route.action.clone());
+        d.step(Stage::Route, "pass");
         d.params = params;
 
         // 8. Authenticate: after routing, because the route says whether an
@@ -159,17 +149,14 @@ impl Engine {
                 return refuse(d, concealed_if(route, self.auth_denial(route, f)));
             }
         };
-        d.step(
-            Stage::Authenticate,
-            "pass",
-            describe_identity(identity.as_deref(), route.auth.as_str()),
-        );
+        d.step(Stage::Authenticate, "pass");
         d.identity = identity.clone();
 
         // 9. Authorize: scopes first (they have their own challenge), then Cedar.
         if let Some(denial) = self.check_scopes(route, identity.as_deref()) {
             return refuse(d, concealed_if(route, denial));
         }
+        d.resource = Some(resource.clone());
         let verdict = self.policy.authorize(&AuthzInput {
             identity: identity.as_ref(),
             action: &route.action,
@@ -183,11 +170,7 @@ impl Engine {
         d.principal = Some(verdict.principal.clone());
         match verdict.outcome {
             AuthzOutcome::Allow(ref policies) => {
-                d.step(
-                    Stage::Authorize,
-                    "pass",
-                    format!("permitted by {}", policies.join(", ")),
-                );
+                d.step(Stage::Authorize, "pass");
                 d.verdict = Verdict::Allow {
                     policies: policies.clone(),
                 };
@@ -299,17 +282,13 @@ impl Engine {
 }
 
 impl Decision {
-    fn step(&mut self, stage: Stage, outcome: &'static str, detail: String) {
-        self.trace.push(TraceStep {
-            stage,
-            outcome,
-            detail,
-        });
+    fn step(&mut self, stage: Stage, outcome: &'static str) {
+        self.trace.push(TraceStep { stage, outcome });
     }
 }
 
 fn refuse(mut d: Decision, denial: Denial) -> Decision {
-    d.step(denial.stage, "deny", denial.hint.clone());
+    d.step(denial.stage, "deny");
     d.verdict = Verdict::Deny(Box::new(denial));
     d
 }
@@ -416,19 +395,6 @@ fn request_host(headers: &HeaderMap, authority: Option<&str>) -> Result<Option<S
         }
         (Some(a), _) => Ok(Some(a.to_owned())),
         (None, h) => Ok(h),
-    }
-}
-
-fn describe_identity(identity: Option<&Identity>, mode: &str) -> String {
-    match identity {
-        None => format!("anonymous (authentication {mode})"),
-        Some(id) => format!(
-            "subject {:?} via {}, roles [{}], scopes [{}]",
-            id.subject,
-            id.method.as_str(),
-            id.roles.join(", "),
-            id.scopes.join(" ")
-        ),
     }
 }
 

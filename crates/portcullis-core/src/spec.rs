@@ -1,6 +1,8 @@
 //! What a route says beyond where it matches: its action, how its resource is
 //! built, its authentication mode, its scopes, concealment and denial text.
 
+use std::sync::Arc;
+
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
 use crate::authn::AuthMode;
@@ -10,7 +12,9 @@ use crate::route::{Segment, Template};
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
     /// The route's name (logs, `explain`, the Cedar context's `route`).
-    pub name: String,
+    pub name: Arc<str>,
+    /// The path template as written (for the decision record).
+    pub path: Arc<str>,
     /// The Cedar action.
     pub action: EntityUid,
     /// How the resource is built.

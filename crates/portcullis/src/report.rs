@@ -43,9 +43,9 @@ pub fn print_load_error(e: &LoadError) {
 /// The decision as JSON (the `explain --format json` shape).
 pub fn decision_json(d: &Decision, response: Option<&Rendered>) -> Value {
     let trace: Vec<Value> = d
-        .trace
-        .iter()
-        .map(|s| json!({"stage": s.stage.as_str(), "outcome": s.outcome, "detail": s.detail}))
+        .describe()
+        .into_iter()
+        .map(|(stage, outcome, detail)| json!({"stage": stage.as_str(), "outcome": outcome, "detail": detail}))
         .collect();
     let identity = d.identity.as_ref().map(|i| {
         json!({"subject": i.subject, "roles": i.roles, "scopes": i.scopes, "method": i.method.as_str()})
@@ -60,12 +60,12 @@ pub fn decision_json(d: &Decision, response: Option<&Rendered>) -> Value {
         "method": d.method,
         "path": d.path,
         "query": d.query,
-        "route": d.route,
+        "route": d.route.as_ref().map(|r| r.name.to_string()),
         "params": d.params.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "identity": identity,
-        "principal": d.principal,
-        "action": d.action,
-        "resource": d.resource,
+        "principal": d.principal.as_ref().map(ToString::to_string),
+        "action": d.action.as_ref().map(ToString::to_string),
+        "resource": d.resource.as_ref().map(ToString::to_string),
         "policies": Value::Null,
         "hint": Value::Null,
         "trace": trace,
@@ -104,13 +104,8 @@ pub fn decision_text(d: &Decision, response: Option<&Rendered>) -> String {
         d.method,
         d.path.as_deref().unwrap_or("(unparsed)")
     ));
-    for s in &d.trace {
-        out.push_str(&format!(
-            "  {:<13} {:<5} {}\n",
-            s.stage.as_str(),
-            s.outcome,
-            s.detail
-        ));
+    for (stage, outcome, detail) in d.describe() {
+        out.push_str(&format!("  {:<13} {outcome:<5} {detail}\n", stage.as_str()));
     }
     match &d.verdict {
         Verdict::Allow { policies } => {

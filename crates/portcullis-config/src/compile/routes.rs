@@ -130,7 +130,8 @@ fn one(
         ));
     }
     let spec = RouteSpec {
-        name: r.name.get_ref().clone(),
+        name: r.name.get_ref().as_str().into(),
+        path: r.path.get_ref().as_str().into(),
         action,
         resource,
         auth,

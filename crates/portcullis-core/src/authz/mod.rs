@@ -8,6 +8,7 @@
 
 mod context;
 mod hint;
+mod slice;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ use cedar_policy::{
 
 use crate::authn::Identity;
 pub use hint::PermitHint;
+use slice::EntityIndex;
 
 /// The Cedar types portcullis maps requests onto.
 #[derive(Debug, Clone)]
@@ -73,8 +75,9 @@ struct ActionPolicies {
 pub struct CedarPolicy {
     by_action: HashMap<EntityUid, ActionPolicies>,
     meta: HashMap<PolicyId, PolicyMeta>,
-    entities: Entities,
+    entities: EntityIndex,
     names: EntityNames,
+    ips: context::IpExprCache,
 }
 
 /// The facts one authorization needs.
@@ -120,7 +123,7 @@ pub struct AuthzVerdict {
     /// The annotations that shape the denial, if a policy carries them.
     pub meta: PolicyMeta,
     /// The principal as Cedar saw it.
-    pub principal: String,
+    pub principal: EntityUid,
     /// Evaluation errors (also for allowed requests, where only permits failed).
     pub errors: Vec<String>,
     /// The fix hint (denials only).
@@ -178,8 +181,9 @@ impl CedarPolicy {
         Ok(CedarPolicy {
             by_action,
             meta,
-            entities,
+            entities: EntityIndex::new(entities, policies),
             names,
+            ips: context::IpExprCache::new(),
         })
     }
 
@@ -205,7 +209,7 @@ impl CedarPolicy {
         let mut verdict = AuthzVerdict {
             outcome: AuthzOutcome::DefaultDeny,
             meta: PolicyMeta::default(),
-            principal: principal.to_string(),
+            principal: principal.clone(),
             errors: Vec::new(),
             hint: String::new(),
         };
@@ -217,9 +221,9 @@ impl CedarPolicy {
             return verdict;
         };
         let built = self
-            .request_entities(&principal, input.identity)
+            .request_entities(&principal, input.identity, input.resource, input.action)
             .and_then(|entities| {
-                let ctx = context::build(input)?;
+                let ctx = context::build(input, &self.ips)?;
                 Request::new(
                     principal.clone(),
                     input.action.clone(),
@@ -303,15 +307,18 @@ impl CedarPolicy {
         out
     }
 
-    /// The file's entities plus the principal, whose parents are its roles
-    /// (merged with the principal's own entry in the file, if it has one).
+    /// The entities this request can reach: the principal (its roles as
+    /// parents, merged with its own entry in the file if it has one), the
+    /// resource, the action, and everything reachable from them.
     fn request_entities(
         &self,
         principal: &EntityUid,
         identity: Option<&Arc<Identity>>,
+        resource: &EntityUid,
+        action: &EntityUid,
     ) -> Result<Entities, String> {
         let Some(identity) = identity else {
-            return Ok(self.entities.clone());
+            return self.entities.slice(None, &[principal, resource, action]);
         };
         let (mut attrs, mut parents) = match self.entities.get(principal) {
             Some(e) => {
@@ -329,11 +336,11 @@ impl CedarPolicy {
         for (name, value) in &identity.attributes {
             attrs.insert(name.clone(), context::json_to_cedar(value)?);
         }
+        let mut roots: Vec<EntityUid> = parents.iter().cloned().collect();
+        roots.extend([resource.clone(), action.clone()]);
         let entity = Entity::new(principal.clone(), attrs, parents).map_err(|e| e.to_string())?;
         self.entities
-            .clone()
-            .upsert_entities([entity], None)
-            .map_err(|e| e.to_string())
+            .slice(Some(entity), &roots.iter().collect::<Vec<_>>())
     }
 }
 

@@ -1,0 +1,135 @@
+//! The entities one request needs, instead of the whole store.
+//!
+//! Cedar evaluates against an `Entities` value; cloning the operator's whole
+//! entity file per request and recomputing its hierarchy costs time that
+//! grows with the file. A policy can only reach entities through the
+//! principal, the action, the resource, their ancestors, attribute values,
+//! and entity literals written in the policies, so the slice is exactly that
+//! closure: evaluation sees the same data as with the whole store.
+
+use std::collections::{HashMap, HashSet};
+
+use cedar_policy::{Entities, Entity, EntityUid, EvalResult, PolicySet};
+use serde_json::Value;
+
+/// Precomputed reachability over the operator's entities.
+#[derive(Debug)]
+pub(super) struct EntityIndex {
+    /// The whole store (file entities and the schema's actions).
+    all: Entities,
+    /// For each stored entity: its ancestors and the entities its
+    /// attributes name (only those present in the store).
+    reach: HashMap<EntityUid, Vec<EntityUid>>,
+    /// Entities named by literals in the policies.
+    literals: Vec<EntityUid>,
+}
+
+impl EntityIndex {
+    pub(super) fn new(all: Entities, policies: &PolicySet) -> Self {
+        let mut reach = HashMap::new();
+        for e in all.iter() {
+            let uid = e.uid();
+            let mut next: Vec<EntityUid> = all
+                .ancestors(&uid)
+                .map(|a| a.cloned().collect())
+                .unwrap_or_default();
+            for (_, v) in e.attrs() {
+                if let Ok(v) = v {
+                    collect_uids(&v, &mut next);
+                }
+            }
+            next.retain(|u| all.get(u).is_some());
+            next.sort_by_key(ToString::to_string);
+            next.dedup();
+            reach.insert(uid, next);
+        }
+        let mut literals = Vec::new();
+        for p in policies.policies() {
+            if let Ok(est) = p.to_json() {
+                literal_uids(&est, &mut literals);
+            }
+        }
+        literals.retain(|u| all.get(u).is_some());
+        literals.sort_by_key(ToString::to_string);
+        literals.dedup();
+        EntityIndex {
+            all,
+            reach,
+            literals,
+        }
+    }
+
+    /// The stored entity, if any.
+    pub(super) fn get(&self, uid: &EntityUid) -> Option<&Entity> {
+        self.all.get(uid)
+    }
+
+    /// The slice for one request: `principal` (already built, with its roles
+    /// as parents) plus everything reachable from it, `roots` and the
+    /// policies' literals.
+    pub(super) fn slice(
+        &self,
+        principal: Option<Entity>,
+        roots: &[&EntityUid],
+    ) -> Result<Entities, String> {
+        let mut seen: HashSet<EntityUid> = HashSet::new();
+        let mut stack: Vec<EntityUid> = roots.iter().map(|u| (*u).clone()).collect();
+        stack.extend(self.literals.iter().cloned());
+        let mut out: Vec<Entity> = Vec::with_capacity(stack.len() + 1);
+        if let Some(p) = principal {
+            let uid = p.uid();
+            let mut refs = Vec::new();
+            for (_, v) in p.attrs() {
+                if let Ok(v) = v {
+                    collect_uids(&v, &mut refs);
+                }
+            }
+            stack.extend(refs);
+            if let Some(r) = self.reach.get(&uid) {
+                stack.extend(r.iter().cloned());
+            }
+            seen.insert(uid);
+            out.push(p);
+        }
+        while let Some(uid) = stack.pop() {
+            if !seen.insert(uid.clone()) {
+                continue;
+            }
+            if let Some(e) = self.all.get(&uid) {
+                out.push(e.clone());
+                if let Some(r) = self.reach.get(&uid) {
+                    stack.extend(r.iter().filter(|u| !seen.contains(*u)).cloned());
+                }
+            }
+        }
+        Entities::from_entities(out, None).map_err(|e| e.to_string())
+    }
+}
+
+fn collect_uids(v: &EvalResult, out: &mut Vec<EntityUid>) {
+    match v {
+        EvalResult::EntityUid(u) => out.push(u.clone()),
+        EvalResult::Set(s) => s.iter().for_each(|i| collect_uids(i, out)),
+        EvalResult::Record(r) => r.iter().for_each(|(_, i)| collect_uids(i, out)),
+        _ => {}
+    }
+}
+
+/// Entity uids written as values in a policy's conditions (`{"__entity":
+/// {...}}` in its JSON form), whose attributes a condition may read. Scope
+/// constraints (`principal in Role::"admin"`) only compare uids, so the
+/// entities they name need not be present.
+fn literal_uids(v: &Value, out: &mut Vec<EntityUid>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Object(e)) = m.get("__entity")
+                && let Ok(uid) = EntityUid::from_json(Value::Object(e.clone()))
+            {
+                out.push(uid);
+            }
+            m.values().for_each(|x| literal_uids(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| literal_uids(x, out)),
+        _ => {}
+    }
+}
