@@ -73,6 +73,8 @@ pub struct Loaded {
     pub token_defaults: TokenDefaults,
     /// JWKS URLs to fetch.
     pub jwks_urls: Vec<JwksUrl>,
+    /// The keys from files and inline secrets, which a JWKS refresh keeps.
+    pub static_keys: portcullis_core::authn::KeySet,
     /// Warnings that did not stop the load (Cedar validator warnings).
     pub warnings: Vec<String>,
     /// The configuration file.

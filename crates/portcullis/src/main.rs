@@ -5,6 +5,7 @@
 //! failed; 2 bad command-line input.
 
 mod cmd;
+mod jwks;
 mod report;
 mod request;
 

@@ -238,3 +238,103 @@ fn bad_command_line_input_exits_2() {
     }
     assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
 }
+
+/// Serve one fixed JSON body on loopback; returns the URL.
+fn serve_json(body: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    });
+    format!("http://{addr}/.well-known/jwks.json")
+}
+
+fn jwks_config(dir: &std::path::Path, url: &str) -> String {
+    for f in [
+        "schema.cedarschema",
+        "policies.cedar",
+        "entities.json",
+        "api-keys.toml",
+    ] {
+        std::fs::copy(quickstart(f), dir.join(f)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("public")).unwrap();
+    let config = std::fs::read_to_string(quickstart("portcullis.toml"))
+        .unwrap()
+        .replace("algorithms = [\"HS256\"]", "algorithms = [\"RS256\"]")
+        .replace("kid = \"quickstart\"\nsecret = \"quickstart-secret-do-not-use-in-production-0123456789\"", &format!("jwks_url = \"{url}\""));
+    assert!(config.contains("jwks_url"));
+    let path = dir.join("portcullis.toml");
+    std::fs::write(&path, config).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn keys_from_a_jwks_url_verify_tokens() {
+    use portcullis_core::jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let keys = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/keys");
+    let url = serve_json(std::fs::read_to_string(keys.join("rsa.jwks.json")).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let config = jwks_config(dir.path(), &url);
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({"sub": "123", "roles": ["user"], "iss": "portcullis-quickstart", "aud": "quickstart-api", "exp": exp});
+    let token = encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(&std::fs::read(keys.join("rsa.key")).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let o = run(&[
+        "explain",
+        "--config",
+        &config,
+        "--path",
+        "/users/123",
+        "--token",
+        &token,
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["decision"], "allow", "{v:#}");
+}
+
+#[test]
+fn an_unreachable_jwks_url_is_a_clear_error() {
+    // Nothing listens on port 1.
+    let dir = tempfile::tempdir().unwrap();
+    let config = jwks_config(dir.path(), "http://127.0.0.1:1/jwks.json");
+    let o = run(&["explain", "--config", &config, "--path", "/users/123"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("JWKS http://127.0.0.1:1/jwks.json"),
+        "{}",
+        stderr(&o)
+    );
+    // `check` stays offline and accepts the configuration.
+    assert!(run(&["check", "--config", &config]).status.success());
+}

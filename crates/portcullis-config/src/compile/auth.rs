@@ -24,6 +24,7 @@ const MIN_SECRET_BYTES: usize = 32;
 
 pub(crate) struct CompiledAuth {
     pub authenticator: Authenticator,
+    pub static_keys: KeySet,
     pub mint: Option<MintKey>,
     pub token_defaults: TokenDefaults,
     pub jwks_urls: Vec<JwksUrl>,
@@ -41,6 +42,7 @@ pub(crate) fn compile(
         ..TokenDefaults::default()
     };
     let mut jwks_urls = Vec::new();
+    let mut static_keys = KeySet::default();
     let jwt = match &raw.jwt {
         None => None,
         Some(j) => match jwt(ctx, j) {
@@ -53,6 +55,7 @@ pub(crate) fn compile(
                     subject_claim: c.settings.claims.subject.clone(),
                     roles_claim: c.settings.claims.roles.clone(),
                 };
+                static_keys = c.keys.clone();
                 Some(JwtVerifier::new(c.settings, c.keys))
             }
             Err(mut e) => {
@@ -70,6 +73,7 @@ pub(crate) fn compile(
     }
     Ok(CompiledAuth {
         authenticator: Authenticator::new(raw.realm.get_ref().clone(), jwt, api_keys),
+        static_keys,
         mint,
         token_defaults,
         jwks_urls,

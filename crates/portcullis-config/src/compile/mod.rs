@@ -108,6 +108,7 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, LoadError> {
         mint: auth.mint,
         token_defaults: auth.token_defaults,
         jwks_urls: auth.jwks_urls,
+        static_keys: auth.static_keys,
         warnings: policy.warnings,
         path: path.to_path_buf(),
     })

@@ -4,12 +4,12 @@ use std::process::ExitCode;
 
 use portcullis_core::render;
 
-use super::{load, now, usage};
+use super::{load_with_keys, now, usage};
 use crate::request::{OwnedRequest, split_headers};
 use crate::{ExplainArgs, Format, report};
 
 pub fn run(args: &ExplainArgs) -> ExitCode {
-    let loaded = match load(&args.config) {
+    let loaded = match load_with_keys(&args.config) {
         Ok(l) => l,
         Err(code) => return code,
     };

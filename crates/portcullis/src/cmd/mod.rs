@@ -25,6 +25,16 @@ pub fn load(config: &Path) -> Result<Loaded, ExitCode> {
     })
 }
 
+/// Load a configuration and fetch its JWKS URLs, for commands that verify tokens.
+pub fn load_with_keys(config: &Path) -> Result<Loaded, ExitCode> {
+    let loaded = load(config)?;
+    crate::jwks::fetch_once(&loaded).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(FAILED)
+    })?;
+    Ok(loaded)
+}
+
 /// Print a command-line error and return the usage exit code.
 pub fn usage(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");

@@ -12,7 +12,7 @@ use portcullis_core::{Decision, Rendered, render};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{FAILED, load, now};
+use super::{FAILED, load_with_keys, now};
 use crate::report;
 use crate::request::OwnedRequest;
 use portcullis_config::mint::{TokenSpec, mint};
@@ -66,7 +66,7 @@ fn localhost() -> String {
 }
 
 pub fn run(config: &Path, cases_path: &Path) -> ExitCode {
-    let loaded = match load(config) {
+    let loaded = match load_with_keys(config) {
         Ok(l) => l,
         Err(code) => return code,
     };
