@@ -391,3 +391,17 @@ fn deny_codes_are_checked_like_annotations() {
     );
     assert!(only(&f.error()).1.contains("not a valid error code"));
 }
+
+#[test]
+fn conceal_takes_no_value_but_true() {
+    let f = Fixture::new();
+    f.write(
+        "policies.cedar",
+        &format!("@conceal(\"false\")\n{POLICIES}"),
+    );
+    assert!(
+        only(&f.error())
+            .1
+            .contains("@conceal(\"false\") is ambiguous")
+    );
+}

@@ -45,6 +45,7 @@ const ENTITIES: &str = r#"[
 const CONFIG: &str = r#"[authentication.jwt]
 algorithms = ["HS256"]
 audience = "docs"
+attribute_claims = ["level"]
 [[authentication.jwt.keys]]
 secret = "entities-test-secret-entities-test-secret"
 
@@ -62,6 +63,15 @@ resource = { type = "Doc", id = "{id}" }
 "#;
 
 fn allowed(sub: &str, roles: &[&str], path: &str) -> bool {
+    allowed_with(sub, roles, path, serde_json::Map::new())
+}
+
+fn allowed_with(
+    sub: &str,
+    roles: &[&str],
+    path: &str,
+    claims: serde_json::Map<String, serde_json::Value>,
+) -> bool {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in [
         ("schema.cedarschema", SCHEMA),
@@ -75,6 +85,7 @@ fn allowed(sub: &str, roles: &[&str], path: &str) -> bool {
     let spec = TokenSpec {
         sub: Some(sub.into()),
         roles: roles.iter().map(|r| (*r).into()).collect(),
+        claims,
         ..TokenSpec::default()
     };
     let token = mint(&loaded, &spec, NOW).unwrap();
@@ -111,4 +122,18 @@ fn entity_literals_in_conditions_are_present_and_the_principal_keeps_its_file_en
     // vip's level comes from the file, the minimum from Settings::"global".
     assert!(allowed("vip", &[], "/docs/d1"));
     assert!(!allowed("nobody", &[], "/docs/d1"));
+}
+
+#[test]
+fn the_entities_file_wins_over_token_claims() {
+    let level = |n: i64| {
+        let mut m = serde_json::Map::new();
+        m.insert("level".into(), serde_json::json!(n));
+        m
+    };
+    // A claim fills an attribute the file does not set...
+    assert!(allowed_with("newcomer", &[], "/docs/d1", level(9)));
+    assert!(!allowed_with("newcomer", &[], "/docs/d1", level(1)));
+    // ...but never replaces one it does (vip is level 9 in the file).
+    assert!(allowed_with("vip", &[], "/docs/d1", level(1)));
 }

@@ -129,6 +129,9 @@ pub struct Decision {
     pub trace: Vec<TraceStep>,
     /// A token named a key id no configured key has: a JWKS refresh may help.
     pub unknown_key_id: bool,
+    /// Permit policies that failed to evaluate on an allowed request (they
+    /// could not deny, so the request passed; the operator should know).
+    pub policy_errors: Vec<String>,
 }
 
 impl Decision {
@@ -194,7 +197,14 @@ impl Decision {
                 }
             }
             Stage::Authorize => match &self.verdict {
-                Verdict::Allow { policies } => format!("permitted by {}", policies.join(", ")),
+                Verdict::Allow { policies } if self.policy_errors.is_empty() => {
+                    format!("permitted by {}", policies.join(", "))
+                }
+                Verdict::Allow { policies } => format!(
+                    "permitted by {}; permit policies that could not be evaluated: {}",
+                    policies.join(", "),
+                    self.policy_errors.join("; ")
+                ),
                 Verdict::Deny(d) => d.hint.clone(),
             },
         }

@@ -91,6 +91,7 @@ impl Engine {
             resource: None,
             trace: Vec::with_capacity(4),
             unknown_key_id: false,
+            policy_errors: Vec::new(),
         };
 
         // 1. Parse: one canonical path, before anything looks at the path, so
@@ -133,6 +134,7 @@ impl Engine {
             auth: route.auth,
         });
         d.action = Some(route.action.clone());
+        d.resource = Some(resource.clone());
         d.step(Stage::Route, "pass");
         d.params = params;
 
@@ -156,7 +158,6 @@ impl Engine {
         if let Some(denial) = self.check_scopes(route, identity.as_deref()) {
             return refuse(d, concealed_if(route, denial));
         }
-        d.resource = Some(resource.clone());
         let verdict = self.policy.authorize(&AuthzInput {
             identity: identity.as_ref(),
             action: &route.action,
@@ -171,6 +172,7 @@ impl Engine {
         match verdict.outcome {
             AuthzOutcome::Allow(ref policies) => {
                 d.step(Stage::Authorize, "pass");
+                d.policy_errors = verdict.errors;
                 d.verdict = Verdict::Allow {
                     policies: policies.clone(),
                 };

@@ -11,6 +11,8 @@
 //! - escapes of the other characters a path segment may hold unencoded
 //!   (`! $ & ' ( ) * + , = : @`) are decoded too, since every upstream reads
 //!   them as those characters; `%3B` (`;`) stays encoded;
+//! - the characters a path may not hold raw (`" < > [ ] ^ ` { | }`) are
+//!   percent-encoded, so each has one spelling;
 //! - anything that could be read more than one way is refused: an encoded `/`
 //!   or `\`, an encoded NUL or control character, a raw `\`, a raw `;` (servlet
 //!   containers strip `;...` path parameters, so `/admin;x` would be `/admin`
@@ -197,7 +199,8 @@ pub fn host_of(authority: &str) -> Option<String> {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-    valid.then(|| host.trim_end_matches('.').to_ascii_lowercase())
+    let host = host.trim_end_matches('.');
+    (valid && !host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 fn is_port(s: &str) -> bool {
@@ -284,7 +287,14 @@ fn canonical_segment(raw: &str) -> Result<String, PathError> {
     while i < bytes.len() {
         let b = bytes[i];
         if b != b'%' {
-            out.push(b as char);
+            if is_unreserved(b) || is_decoded_pchar(b) {
+                out.push(b as char);
+            } else {
+                // `" < > [ ] ^ ` { | }` may not appear raw in a path; their
+                // canonical spelling is the escape, so `/a|b` and `/a%7Cb` are
+                // one path, as upstreams read them.
+                push_escape(&mut out, b);
+            }
             decoded.push(b);
             i += 1;
             continue;
@@ -299,11 +309,7 @@ fn canonical_segment(raw: &str) -> Result<String, PathError> {
                 encoded_dot |= v == b'.';
                 out.push(v as char);
             }
-            _ => {
-                out.push('%');
-                out.push(hex_digit(v >> 4));
-                out.push(hex_digit(v & 0x0f));
-            }
+            _ => push_escape(&mut out, v),
         }
         decoded.push(v);
     }
@@ -324,6 +330,12 @@ fn is_decoded_pchar(b: u8) -> bool {
         b,
         b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b':' | b'@'
     )
+}
+
+fn push_escape(out: &mut String, b: u8) {
+    out.push('%');
+    out.push(hex_digit(b >> 4));
+    out.push(hex_digit(b & 0x0f));
 }
 
 fn hex_digit(n: u8) -> char {

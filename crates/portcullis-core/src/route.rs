@@ -151,6 +151,10 @@ impl RouteTable {
 
     /// Find the most specific route for this host, method and canonical path.
     pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> RouteMatch {
+        // `*` (OPTIONS *) and anything else that is not a path matches nothing.
+        if !path.starts_with('/') {
+            return RouteMatch::NotFound;
+        }
         let segs = PathSegments::of(path);
         let tries = host
             .and_then(|h| self.by_host.get(h))

@@ -193,6 +193,17 @@ fn check_annotations(src: &Source, offset: usize, p: &Policy) -> Result<(), Conf
         )
         .help("error codes are identifiers such as InsufficientPermissions"));
     }
+    if let Some(v) = p
+        .annotation("conceal")
+        .filter(|v| !v.is_empty() && *v != "true")
+    {
+        return Err(ConfigError::at(
+            src,
+            offset..offset + 6,
+            format!("@conceal({v:?}) is ambiguous"),
+        )
+        .help("write @conceal (or @conceal(\"true\")); remove it to not conceal"));
+    }
     if p.annotation("message").is_some_and(|m| m.trim().is_empty()) {
         return Err(
             ConfigError::at(src, offset..offset + 6, "@message is empty")

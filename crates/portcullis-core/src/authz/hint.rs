@@ -99,7 +99,10 @@ impl PermitHint {
                     errors.join("; ")
                 ));
             } else if response.decision() == Decision::Deny {
-                out.push(format!("`{}` is false", clause.text));
+                out.push(match clause.text.strip_prefix("unless ") {
+                    Some(cond) => format!("`{cond}` is true, and the policy says unless"),
+                    None => format!("`{}` is false", clause.text),
+                });
             }
         }
         out

@@ -238,6 +238,7 @@ impl CedarPolicy {
             Ok(b) => b,
             Err(e) => {
                 verdict.outcome = AuthzOutcome::Error(vec![e.clone()]);
+                verdict.meta.conceal = part.conceal_any;
                 verdict.hint = format!("the Cedar request could not be built: {e}");
                 return verdict;
             }
@@ -333,8 +334,13 @@ impl CedarPolicy {
                 EntityId::new(role),
             ));
         }
+        // The operator's entities file is authoritative: a claim never
+        // replaces an attribute the file sets (a token must not be able to
+        // clear `suspended`).
         for (name, value) in &identity.attributes {
-            attrs.insert(name.clone(), context::json_to_cedar(value)?);
+            if !attrs.contains_key(name) {
+                attrs.insert(name.clone(), context::json_to_cedar(value)?);
+            }
         }
         let mut roots: Vec<EntityUid> = parents.iter().cloned().collect();
         roots.extend([resource.clone(), action.clone()]);

@@ -306,3 +306,11 @@ fn regression_the_root_beats_a_root_tail() {
     assert_eq!(found(t.find(None, &Method::GET, "/")), Some(1));
     assert_eq!(found(t.find(None, &Method::GET, "/x")), Some(0));
 }
+
+#[test]
+fn regression_options_asterisk_is_not_a_path() {
+    // Found in review: `*` was split like `/*` and matched catch-all routes.
+    let t = RouteTable::new(vec![pat(None, &[], "/{*rest}"), pat(None, &[], "/{p}")]).unwrap();
+    assert_eq!(t.find(None, &Method::OPTIONS, "*"), RouteMatch::NotFound);
+    assert!(found(t.find(None, &Method::OPTIONS, "/x")).is_some());
+}
