@@ -3,83 +3,90 @@
 //! The context record is fixed (docs/policy.md lists it): `ip`, `method`,
 //! `path`, `route`, `scopes`, `authenticated`, `auth_method`, `time`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{Context, RestrictedExpression};
+use cedar_policy_core::ast;
 use serde_json::Value;
+use smol_str::SmolStr;
 
 use super::AuthzInput;
 
-/// Cedar's `RestrictedExpression::new_ip` parses the extension's name with
-/// its policy parser on every call (about 4 µs, most of a request's cost),
-/// so the expression is built once per client address. Bounded: when full
-/// it is emptied, which costs rebuilding, never a wrong answer.
+/// The `ip` value of a client address. Building it through Cedar's public
+/// API (`RestrictedExpression::new_ip`) parses the extension's name with the
+/// policy parser on every call, so it is built once per address and kept.
+/// Bounded: when full it is emptied, which costs rebuilding, never a wrong
+/// answer.
 #[derive(Debug)]
-pub(super) struct IpExprCache {
-    entries: Mutex<HashMap<IpAddr, RestrictedExpression>>,
+pub(super) struct IpValueCache {
+    entries: Mutex<HashMap<IpAddr, ast::Value>>,
 }
 
 const IP_CACHE_CAPACITY: usize = 4096;
 
-impl IpExprCache {
+impl IpValueCache {
     pub(super) fn new() -> Self {
-        IpExprCache {
+        IpValueCache {
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    fn get(&self, ip: IpAddr) -> RestrictedExpression {
-        let Ok(mut entries) = self.entries.lock() else {
-            return RestrictedExpression::new_ip(ip.to_string());
-        };
-        if let Some(e) = entries.get(&ip) {
-            return e.clone();
+    fn get(&self, ip: IpAddr) -> Result<ast::Value, String> {
+        if let Some(v) = self.entries.lock().ok().and_then(|e| e.get(&ip).cloned()) {
+            return Ok(v);
         }
-        if entries.len() >= IP_CACHE_CAPACITY {
-            entries.clear();
+        let ctx = Context::from_pairs([(
+            "ip".to_owned(),
+            RestrictedExpression::new_ip(ip.to_string()),
+        )])
+        .map_err(|e| e.to_string())?;
+        let value = match AsRef::<ast::Context>::as_ref(&ctx) {
+            ast::Context::Value(map) => map.get("ip").cloned(),
+            ast::Context::RestrictedResidual(_) => None,
         }
-        let e = RestrictedExpression::new_ip(ip.to_string());
-        entries.insert(ip, e.clone());
-        e
+        .ok_or_else(|| "the client address has no Cedar ip value".to_owned())?;
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= IP_CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(ip, value.clone());
+        }
+        Ok(value)
     }
 }
 
-pub(super) fn build(input: &AuthzInput<'_>, ips: &IpExprCache) -> Result<Context, String> {
+/// The context record, built from values: nothing in it needs evaluating,
+/// and going through restricted expressions would evaluate every field.
+pub(super) fn build(input: &AuthzInput<'_>, ips: &IpValueCache) -> Result<Context, String> {
     let scopes = input
         .identity
         .map(|id| id.scopes.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .map(|s| RestrictedExpression::new_string(s.clone()));
+        .unwrap_or_default();
     let auth_method = input.identity.map_or("none", |id| id.method.as_str());
-    Context::from_pairs([
-        ("ip".to_owned(), ips.get(input.client_ip)),
-        (
-            "method".to_owned(),
-            RestrictedExpression::new_string(input.method.to_owned()),
-        ),
-        (
-            "path".to_owned(),
-            RestrictedExpression::new_string(input.path.to_owned()),
-        ),
-        (
-            "route".to_owned(),
-            RestrictedExpression::new_string(input.route.to_owned()),
-        ),
-        ("scopes".to_owned(), RestrictedExpression::new_set(scopes)),
-        (
-            "authenticated".to_owned(),
-            RestrictedExpression::new_bool(input.identity.is_some()),
-        ),
-        (
-            "auth_method".to_owned(),
-            RestrictedExpression::new_string(auth_method.to_owned()),
-        ),
-        ("time".to_owned(), RestrictedExpression::new_long(input.now)),
-    ])
-    .map_err(|e| e.to_string())
+    let mut record: BTreeMap<SmolStr, ast::Value> = BTreeMap::new();
+    record.insert(SmolStr::new_static("ip"), ips.get(input.client_ip)?);
+    record.insert(
+        SmolStr::new_static("method"),
+        ast::Value::from(input.method),
+    );
+    record.insert(SmolStr::new_static("path"), ast::Value::from(input.path));
+    record.insert(SmolStr::new_static("route"), ast::Value::from(input.route));
+    record.insert(
+        SmolStr::new_static("scopes"),
+        ast::Value::set(scopes.iter().map(|s| ast::Value::from(s.as_str())), None),
+    );
+    record.insert(
+        SmolStr::new_static("authenticated"),
+        ast::Value::from(input.identity.is_some()),
+    );
+    record.insert(
+        SmolStr::new_static("auth_method"),
+        ast::Value::from(auth_method),
+    );
+    record.insert(SmolStr::new_static("time"), ast::Value::from(input.now));
+    Ok(Context::from(ast::Context::Value(Arc::new(record))))
 }
 
 /// A claim value as a Cedar value. The JWT verifier has already refused

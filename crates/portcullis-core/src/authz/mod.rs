@@ -77,7 +77,8 @@ pub struct CedarPolicy {
     meta: HashMap<PolicyId, PolicyMeta>,
     entities: EntityIndex,
     names: EntityNames,
-    ips: context::IpExprCache,
+    ips: context::IpValueCache,
+    slices: slice::SliceCache,
 }
 
 /// The facts one authorization needs.
@@ -183,7 +184,8 @@ impl CedarPolicy {
             meta,
             entities: EntityIndex::new(entities, policies),
             names,
-            ips: context::IpExprCache::new(),
+            ips: context::IpValueCache::new(),
+            slices: slice::SliceCache::default(),
         })
     }
 
@@ -221,7 +223,10 @@ impl CedarPolicy {
             return verdict;
         };
         let built = self
-            .request_entities(&principal, input.identity, input.resource, input.action)
+            .slices
+            .get_or_build(input.identity, input.resource, input.action, || {
+                self.request_entities(&principal, input.identity, input.resource, input.action)
+            })
             .and_then(|entities| {
                 let ctx = context::build(input, &self.ips)?;
                 Request::new(
@@ -243,7 +248,8 @@ impl CedarPolicy {
                 return verdict;
             }
         };
-        let response = Authorizer::new().is_authorized(&request, &part.set, &entities);
+        let entities: &Entities = &entities;
+        let response = Authorizer::new().is_authorized(&request, &part.set, entities);
         let diag = response.diagnostics();
         let mut reasons: Vec<String> = diag.reason().map(|p| p.to_string()).collect();
         reasons.sort();
@@ -266,7 +272,7 @@ impl CedarPolicy {
             principal: &principal,
             resource: input.resource,
             action: input.action,
-            entities: &entities,
+            entities,
             request: &request,
         };
         match &verdict.outcome {

@@ -8,9 +8,61 @@
 //! closure: evaluation sees the same data as with the whole store.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{Entities, Entity, EntityUid, EvalResult, PolicySet};
 use serde_json::Value;
+
+use crate::authn::Identity;
+
+/// Slices already built, keyed by who asks for what. The identity is kept
+/// in the entry (so its address cannot be reused while the entry lives) and
+/// compared by pointer: the token cache hands out one `Arc` per token, and
+/// API keys have one each, so repeated requests find their slice.
+#[derive(Debug, Default)]
+pub(super) struct SliceCache {
+    entries: Mutex<HashMap<SliceKey, (Option<Arc<Identity>>, Arc<Entities>)>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SliceKey {
+    identity: usize,
+    resource: EntityUid,
+    action: EntityUid,
+}
+
+const SLICE_CACHE_CAPACITY: usize = 4096;
+
+impl SliceCache {
+    /// The cached slice, or `build` it and remember it. Bounded: when full
+    /// it is emptied, which costs rebuilding, never a wrong answer.
+    pub(super) fn get_or_build(
+        &self,
+        identity: Option<&Arc<Identity>>,
+        resource: &EntityUid,
+        action: &EntityUid,
+        build: impl FnOnce() -> Result<Entities, String>,
+    ) -> Result<Arc<Entities>, String> {
+        let key = SliceKey {
+            identity: identity.map_or(0, |i| Arc::as_ptr(i) as usize),
+            resource: resource.clone(),
+            action: action.clone(),
+        };
+        if let Ok(entries) = self.entries.lock() {
+            if let Some((_, slice)) = entries.get(&key) {
+                return Ok(Arc::clone(slice));
+            }
+        }
+        let slice = Arc::new(build()?);
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= SLICE_CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(key, (identity.cloned(), Arc::clone(&slice)));
+        }
+        Ok(slice)
+    }
+}
 
 /// Precomputed reachability over the operator's entities.
 #[derive(Debug)]
