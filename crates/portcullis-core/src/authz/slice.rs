@@ -21,8 +21,12 @@ use crate::authn::Identity;
 /// API keys have one each, so repeated requests find their slice.
 #[derive(Debug, Default)]
 pub(super) struct SliceCache {
-    entries: Mutex<HashMap<SliceKey, (Option<Arc<Identity>>, Arc<Entities>)>>,
+    entries: Mutex<HashMap<SliceKey, CachedSlice>>,
 }
+
+/// The identity the key points at (kept alive so its address stays unique)
+/// and its slice.
+type CachedSlice = (Option<Arc<Identity>>, Arc<Entities>);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SliceKey {
@@ -48,10 +52,13 @@ impl SliceCache {
             resource: resource.clone(),
             action: action.clone(),
         };
-        if let Ok(entries) = self.entries.lock() {
-            if let Some((_, slice)) = entries.get(&key) {
-                return Ok(Arc::clone(slice));
-            }
+        if let Some(slice) = self
+            .entries
+            .lock()
+            .ok()
+            .and_then(|e| e.get(&key).map(|(_, s)| Arc::clone(s)))
+        {
+            return Ok(slice);
         }
         let slice = Arc::new(build()?);
         if let Ok(mut entries) = self.entries.lock() {
