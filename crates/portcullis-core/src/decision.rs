@@ -108,7 +108,7 @@ pub struct Decision {
     /// Allowed or refused.
     pub verdict: Verdict,
     /// The method.
-    pub method: String,
+    pub method: http::Method,
     /// The canonical path, once parsed.
     pub path: Option<String>,
     /// The query, as sent.

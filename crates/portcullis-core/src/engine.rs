@@ -80,7 +80,7 @@ impl Engine {
             verdict: Verdict::Allow {
                 policies: Vec::new(),
             },
-            method: facts.method.as_str().to_owned(),
+            method: facts.method.clone(),
             path: None,
             query: None,
             route: None,

@@ -245,6 +245,9 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
     if path.contains(';') {
         return Err(PathError::PathParameter);
     }
+    if is_already_canonical(path) {
+        return Ok(path.to_owned());
+    }
     let mut out: Vec<String> = Vec::new();
     let mut trailing_slash = false;
     let raw_segments: Vec<&str> = path[1..].split('/').collect();
@@ -274,6 +277,16 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
         canonical.push('/');
     }
     Ok(canonical)
+}
+
+/// The common case: only characters that stand for themselves, no escapes,
+/// no empty or dot segments. Such a path is its own canonical form.
+fn is_already_canonical(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let plain = bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'~' | b'.'));
+    plain && !path.contains("//") && path[1..].split('/').all(|seg| seg != "." && seg != "..")
 }
 
 /// Decode unreserved escapes of one segment, keep the rest upper-cased, and

@@ -57,7 +57,7 @@ pub fn decision_json(d: &Decision, response: Option<&Rendered>) -> Value {
         "message": Value::Null,
         "reason": Value::Null,
         "stage": d.stage().map(|s| s.as_str()),
-        "method": d.method,
+        "method": d.method.as_str(),
         "path": d.path,
         "query": d.query,
         "route": d.route.as_ref().map(|r| r.name.to_string()),

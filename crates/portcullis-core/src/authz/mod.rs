@@ -79,6 +79,9 @@ pub struct CedarPolicy {
     names: EntityNames,
     ips: context::IpValueCache,
     slices: slice::SliceCache,
+    /// Each policy id as text, made at load: formatting a `PolicyId`
+    /// escapes it character by character, which showed in profiles.
+    id_text: HashMap<PolicyId, String>,
 }
 
 /// The facts one authorization needs.
@@ -186,6 +189,10 @@ impl CedarPolicy {
             names,
             ips: context::IpValueCache::new(),
             slices: slice::SliceCache::default(),
+            id_text: policies
+                .policies()
+                .map(|p| (p.id().clone(), p.id().to_string()))
+                .collect(),
         })
     }
 
@@ -251,7 +258,15 @@ impl CedarPolicy {
         let entities: &Entities = &entities;
         let response = Authorizer::new().is_authorized(&request, &part.set, entities);
         let diag = response.diagnostics();
-        let mut reasons: Vec<String> = diag.reason().map(|p| p.to_string()).collect();
+        let mut reasons: Vec<String> = diag
+            .reason()
+            .map(|p| {
+                self.id_text
+                    .get(p)
+                    .cloned()
+                    .unwrap_or_else(|| p.to_string())
+            })
+            .collect();
         reasons.sort();
         let failed_forbids: Vec<String> = diag
             .errors()
