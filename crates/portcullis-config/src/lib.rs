@@ -98,3 +98,10 @@ pub struct TokenDefaults {
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     compile::load(path)
 }
+
+/// Load and validate configuration text as if it were the file at `path`
+/// (files it names are read relative to `path`'s folder). For fuzzing and
+/// for callers that hold the text already.
+pub fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> {
+    compile::load_text(path, text)
+}

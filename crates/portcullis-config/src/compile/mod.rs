@@ -50,6 +50,12 @@ impl Ctx {
 pub(crate) fn load(path: &Path) -> Result<Loaded, LoadError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::file(path, format!("cannot read the configuration: {e}")))?;
+    load_text(path, text)
+}
+
+/// Load from configuration text that claims to come from `path` (whose
+/// folder the files it names are relative to).
+pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> {
     let src = Source::new(path, text);
     let raw: RawConfig = toml::from_str(&src.text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
