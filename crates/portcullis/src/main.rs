@@ -42,6 +42,9 @@ enum Command {
         config: PathBuf,
         /// The cases file (TOML).
         cases: PathBuf,
+        /// Run the cases as of this time (Unix seconds) instead of now.
+        #[arg(long)]
+        now: Option<i64>,
     },
     /// Mint a token with the configured HMAC key (for demos and tests).
     Token(TokenArgs),
@@ -70,6 +73,10 @@ struct ExplainArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Decide as of this time (Unix seconds) instead of now, to replay a
+    /// logged request or check a time-dependent policy.
+    #[arg(long)]
+    now: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -106,7 +113,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => cmd::check::run(&config),
         Command::Explain(args) => cmd::explain::run(&args),
-        Command::Test { config, cases } => cmd::test::run(&config, &cases),
+        Command::Test { config, cases, now } => cmd::test::run(&config, &cases, now),
         Command::Token(args) => cmd::token::run(&args),
     }
 }

@@ -338,3 +338,18 @@ fn an_unreachable_jwks_url_is_a_clear_error() {
     // `check` stays offline and accepts the configuration.
     assert!(run(&["check", "--config", &config]).status.success());
 }
+
+#[test]
+fn now_fixes_the_time_of_a_decision() {
+    let token = mint(&["--sub", "123", "--role", "user", "--ttl", "10m"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let later = (now + 3600).to_string();
+    let v = explain_json(&["--path", "/users/123", "--token", &token]);
+    assert_eq!(v["decision"], "allow");
+    // An hour later the same token has expired.
+    let v = explain_json(&["--path", "/users/123", "--token", &token, "--now", &later]);
+    assert_eq!(v["error"], "InvalidToken");
+}

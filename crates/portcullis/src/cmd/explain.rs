@@ -27,7 +27,9 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return usage(e),
     };
-    let decision = loaded.engine.decide(&req.facts(now()));
+    let decision = loaded
+        .engine
+        .decide(&req.facts(args.now.unwrap_or_else(now)));
     let response = decision
         .denial()
         .map(|d| render(&d.face, req.accept(), "explain"));

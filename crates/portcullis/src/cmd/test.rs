@@ -65,7 +65,7 @@ fn localhost() -> String {
     "127.0.0.1".to_owned()
 }
 
-pub fn run(config: &Path, cases_path: &Path) -> ExitCode {
+pub fn run(config: &Path, cases_path: &Path, at: Option<i64>) -> ExitCode {
     let loaded = match load_with_keys(config) {
         Ok(l) => l,
         Err(code) => return code,
@@ -77,7 +77,7 @@ pub fn run(config: &Path, cases_path: &Path) -> ExitCode {
             return ExitCode::from(FAILED);
         }
     };
-    let now = now();
+    let now = at.unwrap_or_else(now);
     let (mut passed, mut failed) = (0, 0);
     for case in &cases.cases {
         let case = case.get_ref();
