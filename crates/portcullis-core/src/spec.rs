@@ -65,6 +65,11 @@ impl ResourceTemplate {
                 _ => None,
             })
             .collect();
+        let has_tail = |parts: &[IdPart]| {
+            parts
+                .iter()
+                .any(|p| matches!(p, IdPart::Param(n) if tails.contains(&n.as_str())))
+        };
         let mut parts = Vec::new();
         let mut rest = id;
         while let Some(open) = rest.find('{') {
@@ -95,10 +100,7 @@ impl ResourceTemplate {
                     "resource id {id:?}: parameters must be separated by '/', or two paths could build the same resource"
                 ));
             }
-            if parts
-                .iter()
-                .any(|p| matches!(p, IdPart::Param(n) if tails.contains(&n.as_str())))
-            {
+            if has_tail(&parts) {
                 return Err(format!(
                     "resource id {id:?}: a {{*tail}} parameter must come last"
                 ));
@@ -110,10 +112,7 @@ impl ResourceTemplate {
             return Err(format!("unmatched '}}' in resource id {id:?}"));
         }
         if !rest.is_empty() {
-            if parts
-                .iter()
-                .any(|p| matches!(p, IdPart::Param(n) if tails.contains(&n.as_str())))
-            {
+            if has_tail(&parts) {
                 return Err(format!(
                     "resource id {id:?}: nothing may follow a {{*tail}} parameter"
                 ));
