@@ -63,7 +63,7 @@ pub struct Denial {
     /// When the route conceals denials: the face the 404 replaced.
     pub concealed: Option<Face>,
     /// The policies (or rule) that decided, if any.
-    pub policies: Vec<String>,
+    pub policies: Vec<Arc<str>>,
     /// How to fix it, for the operator.
     pub hint: String,
 }
@@ -74,7 +74,7 @@ pub enum Verdict {
     /// Forward the request.
     Allow {
         /// The permit policies that applied.
-        policies: Vec<String>,
+        policies: Vec<Arc<str>>,
     },
     /// Answer with the denial.
     Deny(Box<Denial>),
@@ -87,8 +87,65 @@ pub enum Verdict {
 pub struct TraceStep {
     /// The stage.
     pub stage: Stage,
+    /// What the stage concluded.
+    pub outcome: StepOutcome,
+}
+
+/// What one stage concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The request went on to the next stage.
+    Pass,
+    /// The stage refused the request.
+    Deny,
+}
+
+impl StepOutcome {
     /// `pass` or `deny`.
-    pub outcome: &'static str,
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StepOutcome::Pass => "pass",
+            StepOutcome::Deny => "deny",
+        }
+    }
+}
+
+/// The stages a request went through, kept inline (a request passes at
+/// most a handful of stages; no allocation on the hot path).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trace {
+    steps: [Option<TraceStep>; 8],
+    len: usize,
+}
+
+impl Trace {
+    /// Record a stage (beyond capacity, the last entry is replaced, so the
+    /// deciding stage is always the last one).
+    pub fn push(&mut self, step: TraceStep) {
+        let at = self.len.min(self.steps.len() - 1);
+        self.steps[at] = Some(step);
+        self.len = at + 1;
+    }
+
+    /// The stages in order.
+    pub fn iter(&self) -> impl Iterator<Item = &TraceStep> {
+        self.steps[..self.len].iter().flatten()
+    }
+
+    /// The last stage.
+    pub fn last(&self) -> Option<&TraceStep> {
+        self.len.checked_sub(1).and_then(|i| self.steps[i].as_ref())
+    }
+
+    /// How many stages ran.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no stage ran.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// The matched route, as the decision record names it.
@@ -126,7 +183,7 @@ pub struct Decision {
     /// The Cedar resource.
     pub resource: Option<EntityUid>,
     /// Every stage, in order.
-    pub trace: Vec<TraceStep>,
+    pub trace: Trace,
     /// A token named a key id no configured key has: a JWKS refresh may help.
     pub unknown_key_id: bool,
     /// Permit policies that failed to evaluate on an allowed request (they
@@ -158,12 +215,12 @@ impl Decision {
     pub fn describe(&self) -> Vec<(Stage, &'static str, String)> {
         self.trace
             .iter()
-            .map(|step| (step.stage, step.outcome, self.detail(*step)))
+            .map(|step| (step.stage, step.outcome.as_str(), self.detail(*step)))
             .collect()
     }
 
     fn detail(&self, step: TraceStep) -> String {
-        if step.outcome == "deny" {
+        if step.outcome == StepOutcome::Deny {
             return self.denial().map(|d| d.hint.clone()).unwrap_or_default();
         }
         let uid = |u: &Option<EntityUid>| u.as_ref().map(ToString::to_string).unwrap_or_default();
@@ -208,5 +265,40 @@ impl Decision {
                 Verdict::Deny(d) => d.hint.clone(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_keeps_order_and_the_deciding_stage_last() {
+        let mut t = Trace::default();
+        assert!(t.is_empty() && t.last().is_none());
+        for stage in [Stage::Parse, Stage::Route, Stage::Authenticate] {
+            t.push(TraceStep {
+                stage,
+                outcome: StepOutcome::Pass,
+            });
+        }
+        let stages: Vec<Stage> = t.iter().map(|s| s.stage).collect();
+        assert_eq!(stages, [Stage::Parse, Stage::Route, Stage::Authenticate]);
+        // Past capacity the last slot takes the newest step.
+        for _ in 0..10 {
+            t.push(TraceStep {
+                stage: Stage::Route,
+                outcome: StepOutcome::Pass,
+            });
+        }
+        t.push(TraceStep {
+            stage: Stage::Authorize,
+            outcome: StepOutcome::Deny,
+        });
+        assert_eq!(t.len(), 8);
+        assert_eq!(
+            t.last().map(|s| (s.stage, s.outcome)),
+            Some((Stage::Authorize, StepOutcome::Deny))
+        );
     }
 }

@@ -11,7 +11,9 @@ use crate::authn::{AuthFailure, AuthOutcome, Authenticator, Identity, TokenError
 use crate::authz::{AuthzInput, AuthzOutcome, AuthzVerdict, CedarPolicy};
 use std::sync::Arc;
 
-use crate::decision::{Challenge, Decision, Denial, Face, RouteRef, TraceStep, Verdict};
+use crate::decision::{
+    Challenge, Decision, Denial, Face, RouteRef, StepOutcome, Trace, TraceStep, Verdict,
+};
 use crate::normalize::{PathError, host_of, normalize_target};
 use crate::reason::{ReasonCode, Stage};
 use crate::route::{RouteMatch, RouteTable};
@@ -89,7 +91,7 @@ impl Engine {
             principal: None,
             action: None,
             resource: None,
-            trace: Vec::with_capacity(4),
+            trace: Trace::default(),
             unknown_key_id: false,
             policy_errors: Vec::new(),
         };
@@ -104,13 +106,16 @@ impl Engine {
             Ok(h) => h,
             Err(why) => return refuse(d, simple(ReasonCode::InvalidRequest, Stage::Parse, why)),
         };
-        d.path = Some(target.path.clone());
-        d.query = target.query.clone();
-        d.step(Stage::Parse, "pass");
+        d.query = target.query;
+        d.path = Some(target.path);
+        d.step(Stage::Parse, StepOutcome::Pass);
 
         // 7. Route: which action and resource this is, and whether it exists.
-        let (route_id, params) = match self.table.find(host.as_deref(), facts.method, &target.path)
-        {
+        let (route_id, params) = match self.table.find(
+            host.as_deref(),
+            facts.method,
+            d.path.as_deref().unwrap_or("/"),
+        ) {
             RouteMatch::Found { route, params } => (route, params),
             RouteMatch::NotFound => {
                 return refuse(
@@ -135,7 +140,7 @@ impl Engine {
         });
         d.action = Some(route.action.clone());
         d.resource = Some(resource.clone());
-        d.step(Stage::Route, "pass");
+        d.step(Stage::Route, StepOutcome::Pass);
         d.params = params;
 
         // 8. Authenticate: after routing, because the route says whether an
@@ -151,7 +156,7 @@ impl Engine {
                 return refuse(d, concealed_if(route, self.auth_denial(route, f)));
             }
         };
-        d.step(Stage::Authenticate, "pass");
+        d.step(Stage::Authenticate, StepOutcome::Pass);
         d.identity = identity.clone();
 
         // 9. Authorize: scopes first (they have their own challenge), then Cedar.
@@ -164,21 +169,22 @@ impl Engine {
             resource: &resource,
             client_ip: facts.client_ip,
             method: facts.method.as_str(),
-            path: &target.path,
+            path: d.path.as_deref().unwrap_or("/"),
             route: &route.name,
             now: facts.now,
         });
         d.principal = Some(verdict.principal.clone());
         match verdict.outcome {
-            AuthzOutcome::Allow(ref policies) => {
-                d.step(Stage::Authorize, "pass");
+            AuthzOutcome::Allow(policies) => {
+                d.step(Stage::Authorize, StepOutcome::Pass);
                 d.policy_errors = verdict.errors;
-                d.verdict = Verdict::Allow {
-                    policies: policies.clone(),
-                };
+                d.verdict = Verdict::Allow { policies };
                 d
             }
-            _ => refuse(d, concealed_if(route, policy_denial(route, verdict))),
+            outcome => {
+                let verdict = AuthzVerdict { outcome, ..verdict };
+                refuse(d, concealed_if(route, policy_denial(route, verdict)))
+            }
         }
     }
 
@@ -284,13 +290,13 @@ impl Engine {
 }
 
 impl Decision {
-    fn step(&mut self, stage: Stage, outcome: &'static str) {
+    fn step(&mut self, stage: Stage, outcome: StepOutcome) {
         self.trace.push(TraceStep { stage, outcome });
     }
 }
 
 fn refuse(mut d: Decision, denial: Denial) -> Decision {
-    d.step(denial.stage, "deny");
+    d.step(denial.stage, StepOutcome::Deny);
     d.verdict = Verdict::Deny(Box::new(denial));
     d
 }

@@ -17,7 +17,7 @@ pub mod render;
 pub mod route;
 pub mod spec;
 
-pub use decision::{Challenge, Decision, Denial, Face, TraceStep, Verdict};
+pub use decision::{Challenge, Decision, Denial, Face, StepOutcome, Trace, TraceStep, Verdict};
 pub use engine::{Engine, RequestFacts};
 pub use reason::{ReasonCode, Stage};
 pub use render::{Rendered, render};

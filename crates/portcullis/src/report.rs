@@ -71,13 +71,20 @@ pub fn decision_json(d: &Decision, response: Option<&Rendered>) -> Value {
         "trace": trace,
     });
     match &d.verdict {
-        Verdict::Allow { policies } => v["policies"] = json!(policies),
+        Verdict::Allow { policies } => {
+            v["policies"] = json!(policies.iter().map(AsRef::as_ref).collect::<Vec<&str>>())
+        }
         Verdict::Deny(den) => {
             v["status"] = json!(den.face.status);
             v["error"] = json!(den.face.code);
             v["message"] = json!(den.face.message);
             v["reason"] = json!(den.reason.as_str());
-            v["policies"] = json!(den.policies);
+            v["policies"] = json!(
+                den.policies
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .collect::<Vec<&str>>()
+            );
             v["hint"] = json!(den.hint);
             if let Some(real) = &den.concealed {
                 v["concealed"] =

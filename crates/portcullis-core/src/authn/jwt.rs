@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
@@ -221,6 +222,8 @@ pub struct JwtVerifier {
     /// generation they were verified under, so a rotation invalidates even
     /// a verification that was in flight while the keys changed.
     keys: RwLock<(u64, Arc<KeySet>)>,
+    /// The generation alone, readable without the lock on the cache-hit path.
+    generation: AtomicU64,
     cache: TokenCache,
 }
 
@@ -238,6 +241,7 @@ impl JwtVerifier {
         JwtVerifier {
             settings,
             keys: RwLock::new((0, Arc::new(keys))),
+            generation: AtomicU64::new(0),
             cache,
         }
     }
@@ -254,7 +258,9 @@ impl JwtVerifier {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        *guard = (guard.0.wrapping_add(1), Arc::new(keys));
+        let next = guard.0.wrapping_add(1);
+        *guard = (next, Arc::new(keys));
+        self.generation.store(next, Ordering::Release);
         drop(guard);
         self.cache.clear();
     }
@@ -291,12 +297,17 @@ impl JwtVerifier {
         if token.len() > self.settings.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
-        let (generation, keys) = self.current_keys();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let cache_now = now.saturating_sub(self.settings.leeway);
-        if let Some(id) = self.cache.get(&digest, cache_now, generation) {
+        // A hit needs only the generation: an entry verified under an older
+        // key set never answers.
+        if let Some(id) =
+            self.cache
+                .get(&digest, cache_now, self.generation.load(Ordering::Acquire))
+        {
             return Ok(id);
         }
+        let (generation, keys) = self.current_keys();
         let parts = split(token)?;
         let alg = self.check_header(&parts.header)?;
         check_signature(&keys, &parts, alg)?;

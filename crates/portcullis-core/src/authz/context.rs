@@ -65,27 +65,29 @@ pub(super) fn build(input: &AuthzInput<'_>, ips: &IpValueCache) -> Result<Contex
         .map(|id| id.scopes.as_slice())
         .unwrap_or_default();
     let auth_method = input.identity.map_or("none", |id| id.method.as_str());
-    let mut record: BTreeMap<SmolStr, ast::Value> = BTreeMap::new();
-    record.insert(SmolStr::new_static("ip"), ips.get(input.client_ip)?);
-    record.insert(
-        SmolStr::new_static("method"),
-        ast::Value::from(input.method),
-    );
-    record.insert(SmolStr::new_static("path"), ast::Value::from(input.path));
-    record.insert(SmolStr::new_static("route"), ast::Value::from(input.route));
-    record.insert(
-        SmolStr::new_static("scopes"),
-        ast::Value::set(scopes.iter().map(|s| ast::Value::from(s.as_str())), None),
-    );
-    record.insert(
-        SmolStr::new_static("authenticated"),
-        ast::Value::from(input.identity.is_some()),
-    );
-    record.insert(
-        SmolStr::new_static("auth_method"),
-        ast::Value::from(auth_method),
-    );
-    record.insert(SmolStr::new_static("time"), ast::Value::from(input.now));
+    // In key order, so the map is built in one pass.
+    let record: BTreeMap<SmolStr, ast::Value> = BTreeMap::from([
+        (
+            SmolStr::new_static("auth_method"),
+            ast::Value::from(auth_method),
+        ),
+        (
+            SmolStr::new_static("authenticated"),
+            ast::Value::from(input.identity.is_some()),
+        ),
+        (SmolStr::new_static("ip"), ips.get(input.client_ip)?),
+        (
+            SmolStr::new_static("method"),
+            ast::Value::from(input.method),
+        ),
+        (SmolStr::new_static("path"), ast::Value::from(input.path)),
+        (SmolStr::new_static("route"), ast::Value::from(input.route)),
+        (
+            SmolStr::new_static("scopes"),
+            ast::Value::set(scopes.iter().map(|s| ast::Value::from(s.as_str())), None),
+        ),
+        (SmolStr::new_static("time"), ast::Value::from(input.now)),
+    ]);
     Ok(Context::from(ast::Context::Value(Arc::new(record))))
 }
 

@@ -215,7 +215,7 @@ pub(super) fn default_deny_hint(permits: &[PermitHint], f: &Facts<'_>) -> String
     )
 }
 
-pub(super) fn forbid_hint(ids: &[String], f: &Facts<'_>) -> String {
+pub(super) fn forbid_hint(ids: &[std::sync::Arc<str>], f: &Facts<'_>) -> String {
     format!(
         "forbid polic{} {} applied to {} for {} on {}",
         if ids.len() == 1 { "y" } else { "ies" },

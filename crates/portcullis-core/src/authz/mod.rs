@@ -15,8 +15,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Decision, Effect, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, Request,
+    ActionConstraint, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
+    PolicyId, PolicySet, Request,
+};
+use cedar_policy_core::ast;
+use cedar_policy_core::authorizer::{
+    AuthorizationError as CoreAuthorizationError, Authorizer as CoreAuthorizer,
 };
 
 use crate::authn::Identity;
@@ -62,7 +66,7 @@ impl PolicyMeta {
 #[derive(Debug)]
 struct ActionPolicies {
     set: PolicySet,
-    forbids: HashSet<PolicyId>,
+    forbids: HashSet<ast::PolicyID>,
     /// Permits, in id order (the order annotations are looked up in).
     permits: Vec<PermitHint>,
     /// Whether any policy for the action asks for concealment.
@@ -81,7 +85,7 @@ pub struct CedarPolicy {
     slices: slice::SliceCache,
     /// Each policy id as text, made at load: formatting a `PolicyId`
     /// escapes it character by character, which showed in profiles.
-    id_text: HashMap<PolicyId, String>,
+    id_text: HashMap<ast::PolicyID, Arc<str>>,
 }
 
 /// The facts one authorization needs.
@@ -109,9 +113,9 @@ pub struct AuthzInput<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthzOutcome {
     /// Permitted by these policies.
-    Allow(Vec<String>),
+    Allow(Vec<Arc<str>>),
     /// Forbidden by these policies.
-    Forbid(Vec<String>),
+    Forbid(Vec<Arc<str>>),
     /// No permit applied.
     DefaultDeny,
     /// Could not be decided (a forbid failed to evaluate, or the request could
@@ -162,7 +166,7 @@ impl CedarPolicy {
                 conceal_any |= p.annotation("conceal").is_some();
                 match p.effect() {
                     Effect::Forbid => {
-                        forbids.insert(p.id().clone());
+                        forbids.insert(AsRef::<ast::PolicyID>::as_ref(p.id()).clone());
                     }
                     Effect::Permit => permits.push(PermitHint::new(p)?),
                 }
@@ -191,7 +195,12 @@ impl CedarPolicy {
             slices: slice::SliceCache::default(),
             id_text: policies
                 .policies()
-                .map(|p| (p.id().clone(), p.id().to_string()))
+                .map(|p| {
+                    (
+                        AsRef::<ast::PolicyID>::as_ref(p.id()).clone(),
+                        Arc::from(p.id().to_string()),
+                    )
+                })
                 .collect(),
         })
     }
@@ -256,33 +265,7 @@ impl CedarPolicy {
             }
         };
         let entities: &Entities = &entities;
-        let response = Authorizer::new().is_authorized(&request, &part.set, entities);
-        let diag = response.diagnostics();
-        let mut reasons: Vec<String> = diag
-            .reason()
-            .map(|p| {
-                self.id_text
-                    .get(p)
-                    .cloned()
-                    .unwrap_or_else(|| p.to_string())
-            })
-            .collect();
-        reasons.sort();
-        let failed_forbids: Vec<String> = diag
-            .errors()
-            .filter(|e| {
-                let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
-                part.forbids.contains(e.policy_id())
-            })
-            .map(|e| e.to_string())
-            .collect();
-        verdict.errors = diag.errors().map(|e| e.to_string()).collect();
-        verdict.outcome = match response.decision() {
-            _ if !failed_forbids.is_empty() => AuthzOutcome::Error(failed_forbids),
-            Decision::Allow => AuthzOutcome::Allow(reasons),
-            Decision::Deny if !reasons.is_empty() => AuthzOutcome::Forbid(reasons),
-            Decision::Deny => AuthzOutcome::DefaultDeny,
-        };
+        verdict.outcome = self.evaluate(part, &request, entities, &mut verdict.errors);
         let facts = hint::Facts {
             principal: &principal,
             resource: input.resource,
@@ -293,7 +276,7 @@ impl CedarPolicy {
         match &verdict.outcome {
             AuthzOutcome::Allow(_) => {}
             AuthzOutcome::Forbid(ids) => {
-                verdict.meta = self.denial_meta(ids.iter().map(String::as_str));
+                verdict.meta = self.denial_meta(ids.iter().map(AsRef::as_ref));
                 verdict.hint = hint::forbid_hint(ids, &facts);
             }
             AuthzOutcome::DefaultDeny => {
@@ -309,6 +292,57 @@ impl CedarPolicy {
             }
         }
         verdict
+    }
+
+    /// Cedar's authorizer, called at its core: the public wrapper converts the
+    /// whole response into a second representation we would only read the
+    /// ids from. The rules are Cedar's: a satisfied forbid denies, else a
+    /// satisfied permit allows, else deny; and ours on top: a forbid that
+    /// fails to evaluate denies.
+    fn evaluate(
+        &self,
+        part: &ActionPolicies,
+        request: &Request,
+        entities: &Entities,
+        errors: &mut Vec<String>,
+    ) -> AuthzOutcome {
+        let response = CoreAuthorizer::new().is_authorized_core(
+            AsRef::<ast::Request>::as_ref(request).clone(),
+            AsRef::<ast::PolicySet>::as_ref(&part.set),
+            AsRef::<cedar_policy_core::entities::Entities>::as_ref(entities),
+        );
+        let text = |id: &ast::PolicyID| -> Arc<str> {
+            self.id_text
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(id.to_string()))
+        };
+        let mut failed_forbids = Vec::new();
+        for e in &response.errors {
+            let CoreAuthorizationError::PolicyEvaluationError { id, error } = e;
+            let message = format!("policy {}: {error}", text(id));
+            if part.forbids.contains(id) {
+                failed_forbids.push(message.clone());
+            }
+            errors.push(message);
+        }
+        let sorted = |ids: &HashMap<ast::PolicyID, _>| {
+            let mut v: Vec<Arc<str>> = ids.keys().map(text).collect();
+            v.sort();
+            v
+        };
+        if !failed_forbids.is_empty() {
+            AuthzOutcome::Error(failed_forbids)
+        } else if !response.residual_permits.is_empty() || !response.residual_forbids.is_empty() {
+            // Concrete requests leave no residuals; if one ever did, refuse.
+            AuthzOutcome::Error(vec!["the policy could not be fully evaluated".to_owned()])
+        } else if !response.satisfied_forbids.is_empty() {
+            AuthzOutcome::Forbid(sorted(&response.satisfied_forbids))
+        } else if !response.satisfied_permits.is_empty() {
+            AuthzOutcome::Allow(sorted(&response.satisfied_permits))
+        } else {
+            AuthzOutcome::DefaultDeny
+        }
     }
 
     /// The code and message of the first policy (in the given order) that
