@@ -92,6 +92,14 @@ fn every_context_field_has_its_documented_value() {
     assert!(allowed(&l, Method::GET, "/ctx/ip", v4, None));
     assert!(!allowed(&l, Method::GET, "/ctx/ip", "198.51.100.1", None));
     assert!(allowed(&l, Method::GET, "/ctx/ip6", "2001:db8::7", None));
+    // An IPv4-mapped IPv6 address is the IPv4 address.
+    assert!(allowed(
+        &l,
+        Method::GET,
+        "/ctx/ip",
+        "::ffff:192.0.2.9",
+        None
+    ));
     assert!(!allowed(&l, Method::GET, "/ctx/ip6", "2001:db9::7", None));
     assert!(allowed(&l, Method::POST, "/ctx/method", v4, None));
     assert!(!allowed(&l, Method::GET, "/ctx/method", v4, None));

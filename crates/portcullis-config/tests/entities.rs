@@ -13,7 +13,7 @@ const NOW: i64 = 1_800_000_000;
 
 const SCHEMA: &str = r#"entity Role in [Role];
 entity Dept { head: User };
-entity User in [Role] { dept?: Dept, level?: Long };
+entity User in [Role] { dept?: Dept, level?: Long } tags Bool;
 entity Anonymous;
 entity Doc { owner: User };
 entity Settings { minimum: Long };
@@ -27,6 +27,10 @@ permit (principal in Role::"staff", action == Action::"read", resource);
 permit (principal, action == Action::"read", resource)
 when { resource.owner has dept && resource.owner.dept.head == principal };
 
+@id("blocked-by-tag")
+forbid (principal, action, resource)
+when { principal.hasTag("blocked") && principal.getTag("blocked") };
+
 @id("level-from-settings")
 permit (principal, action == Action::"read", resource)
 when { principal has level && principal.level >= Settings::"global".minimum };
@@ -37,6 +41,7 @@ const ENTITIES: &str = r#"[
   {"uid": {"type": "Role", "id": "staff"}, "attrs": {}, "parents": []},
   {"uid": {"type": "User", "id": "bob"}, "attrs": {"dept": {"__entity": {"type": "Dept", "id": "sales"}}}, "parents": []},
   {"uid": {"type": "User", "id": "vip"}, "attrs": {"level": 9}, "parents": []},
+  {"uid": {"type": "User", "id": "tagged"}, "attrs": {}, "parents": [], "tags": {"blocked": true}},
   {"uid": {"type": "Dept", "id": "sales"}, "attrs": {"head": {"__entity": {"type": "User", "id": "helen"}}}, "parents": []},
   {"uid": {"type": "Doc", "id": "d1"}, "attrs": {"owner": {"__entity": {"type": "User", "id": "bob"}}}, "parents": []},
   {"uid": {"type": "Settings", "id": "global"}, "attrs": {"minimum": 5}, "parents": []}
@@ -136,4 +141,12 @@ fn the_entities_file_wins_over_token_claims() {
     assert!(!allowed_with("newcomer", &[], "/docs/d1", level(1)));
     // ...but never replaces one it does (vip is level 9 in the file).
     assert!(allowed_with("vip", &[], "/docs/d1", level(1)));
+}
+
+#[test]
+fn regression_the_principal_keeps_its_tags() {
+    // Found in review: rebuilding the principal dropped its tags, so a
+    // forbid on a tag failed open.
+    assert!(!allowed("tagged", &["editor"], "/docs/d1"));
+    assert!(allowed("erin", &["editor"], "/docs/d1"));
 }

@@ -644,3 +644,30 @@ fn bearer_accepts_tabs_as_separators() {
         Some(AuthFailure::Token(TokenError::Malformed))
     );
 }
+
+#[test]
+fn regression_a_malformed_bearer_is_refused_even_where_auth_is_off() {
+    // Found in review: with the character check gone, auth = "off" took
+    // these as anonymous.
+    let a = authenticator();
+    for bad in [
+        "Bearer a b",
+        "Bearer x,y",
+        "Bearer \u{e9}t\u{e9}",
+        "Bearer ===",
+        "Bearer a=b",
+    ] {
+        let Ok(v) = HeaderValue::from_bytes(bad.as_bytes()) else {
+            continue;
+        };
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, v);
+        for mode in [AuthMode::Off, AuthMode::Optional, AuthMode::Required] {
+            assert_eq!(
+                failure(a.authenticate(&h, mode, NOW)),
+                Some(AuthFailure::Token(TokenError::Malformed)),
+                "{bad} ({mode:?})"
+            );
+        }
+    }
+}

@@ -57,7 +57,8 @@ impl IpValueCache {
     }
 }
 
-/// The context record, built from values: nothing in it needs evaluating,
+/// The context record, built from values (an IPv4-mapped IPv6 address is
+/// given as the IPv4 address, which is what it is and what Cedar accepts): nothing in it needs evaluating,
 /// and going through restricted expressions would evaluate every field.
 pub(super) fn build(input: &AuthzInput<'_>, ips: &IpValueCache) -> Result<Context, String> {
     let scopes = input
@@ -75,7 +76,10 @@ pub(super) fn build(input: &AuthzInput<'_>, ips: &IpValueCache) -> Result<Contex
             SmolStr::new_static("authenticated"),
             ast::Value::from(input.identity.is_some()),
         ),
-        (SmolStr::new_static("ip"), ips.get(input.client_ip)?),
+        (
+            SmolStr::new_static("ip"),
+            ips.get(input.client_ip.to_canonical())?,
+        ),
         (
             SmolStr::new_static("method"),
             ast::Value::from(input.method),
@@ -93,26 +97,27 @@ pub(super) fn build(input: &AuthzInput<'_>, ips: &IpValueCache) -> Result<Contex
 
 /// A claim value as a Cedar value. The JWT verifier has already refused
 /// claims that have no Cedar form (floats, nulls).
-pub(super) fn json_to_cedar(v: &Value) -> Result<RestrictedExpression, String> {
+pub(super) fn json_to_value(v: &Value) -> Result<ast::Value, String> {
     Ok(match v {
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::Number(n) => RestrictedExpression::new_long(
+        Value::String(s) => ast::Value::from(s.as_str()),
+        Value::Bool(b) => ast::Value::from(*b),
+        Value::Number(n) => ast::Value::from(
             n.as_i64()
                 .ok_or_else(|| "a claim is not an integer".to_owned())?,
         ),
-        Value::Array(items) => RestrictedExpression::new_set(
+        Value::Array(items) => ast::Value::set(
             items
                 .iter()
-                .map(json_to_cedar)
+                .map(json_to_value)
                 .collect::<Result<Vec<_>, _>>()?,
+            None,
         ),
-        Value::Object(m) => RestrictedExpression::new_record(
+        Value::Object(m) => ast::Value::record(
             m.iter()
-                .map(|(k, v)| json_to_cedar(v).map(|e| (k.clone(), e)))
+                .map(|(k, v)| json_to_value(v).map(|e| (SmolStr::from(k.as_str()), e)))
                 .collect::<Result<Vec<_>, _>>()?,
-        )
-        .map_err(|e| e.to_string())?,
+            None,
+        ),
         Value::Null => return Err("a claim is null".to_owned()),
     })
 }

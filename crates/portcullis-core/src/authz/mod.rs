@@ -10,7 +10,7 @@ mod context;
 mod hint;
 mod slice;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ use cedar_policy_core::ast;
 use cedar_policy_core::authorizer::{
     AuthorizationError as CoreAuthorizationError, Authorizer as CoreAuthorizer,
 };
+use smol_str::SmolStr;
 
 use crate::authn::Identity;
 pub use hint::PermitHint;
@@ -189,7 +190,7 @@ impl CedarPolicy {
         Ok(CedarPolicy {
             by_action,
             meta,
-            entities: EntityIndex::new(entities, policies),
+            entities: EntityIndex::new(entities, policies)?,
             names,
             ips: context::IpValueCache::new(),
             slices: slice::SliceCache::default(),
@@ -376,30 +377,37 @@ impl CedarPolicy {
         let Some(identity) = identity else {
             return self.entities.slice(None, &[principal, resource, action]);
         };
-        let (mut attrs, mut parents) = match self.entities.get(principal) {
-            Some(e) => {
-                let (_, a, p) = e.clone().into_inner();
-                (a, p)
-            }
-            None => (HashMap::new(), HashSet::new()),
+        // The principal's own entry in the file is kept whole (attributes,
+        // parents, tags); the token adds its roles as parents and fills in
+        // attributes the file does not set: the file is authoritative, so a
+        // token cannot clear `suspended`.
+        let (uid, mut attrs, indirect, mut parents, tags) = match self.entities.get(principal) {
+            Some(e) => AsRef::<ast::Entity>::as_ref(e).clone().into_inner(),
+            None => (
+                AsRef::<ast::EntityUID>::as_ref(principal).clone(),
+                BTreeMap::new(),
+                HashSet::new(),
+                HashSet::new(),
+                BTreeMap::new(),
+            ),
         };
+        let mut roots: Vec<EntityUid> = Vec::with_capacity(identity.roles.len() + 2);
         for role in &identity.roles {
-            parents.insert(EntityUid::from_type_name_and_id(
-                self.names.role_type.clone(),
-                EntityId::new(role),
-            ));
+            let role =
+                EntityUid::from_type_name_and_id(self.names.role_type.clone(), EntityId::new(role));
+            parents.insert(AsRef::<ast::EntityUID>::as_ref(&role).clone());
+            roots.push(role);
         }
-        // The operator's entities file is authoritative: a claim never
-        // replaces an attribute the file sets (a token must not be able to
-        // clear `suspended`).
         for (name, value) in &identity.attributes {
-            if !attrs.contains_key(name) {
-                attrs.insert(name.clone(), context::json_to_cedar(value)?);
+            let key = SmolStr::from(name.as_str());
+            if let std::collections::btree_map::Entry::Vacant(slot) = attrs.entry(key) {
+                slot.insert(ast::PartialValue::Value(context::json_to_value(value)?));
             }
         }
-        let mut roots: Vec<EntityUid> = parents.iter().cloned().collect();
         roots.extend([resource.clone(), action.clone()]);
-        let entity = Entity::new(principal.clone(), attrs, parents).map_err(|e| e.to_string())?;
+        let entity = Entity::from(ast::Entity::new_with_attr_partial_value(
+            uid, attrs, indirect, parents, tags,
+        ));
         self.entities
             .slice(Some(entity), &roots.iter().collect::<Vec<_>>())
     }

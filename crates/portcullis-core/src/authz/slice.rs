@@ -19,9 +19,22 @@ use crate::authn::Identity;
 /// in the entry (so its address cannot be reused while the entry lives) and
 /// compared by pointer: the token cache hands out one `Arc` per token, and
 /// API keys have one each, so repeated requests find their slice.
+///
+/// Only identities that something else already keeps alive are cached (an
+/// identity built for one request would never be asked for again), and the
+/// cache is bounded both in entries and in the entities they hold; when
+/// either bound is reached it is emptied, which costs rebuilding, never a
+/// wrong answer.
 #[derive(Debug, Default)]
 pub(super) struct SliceCache {
-    entries: Mutex<HashMap<SliceKey, CachedSlice>>,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    entries: HashMap<SliceKey, CachedSlice>,
+    /// Entities held by all entries together.
+    entities: usize,
 }
 
 /// The identity the key points at (kept alive so its address stays unique)
@@ -35,11 +48,11 @@ struct SliceKey {
     action: EntityUid,
 }
 
-const SLICE_CACHE_CAPACITY: usize = 4096;
+const SLICE_CACHE_ENTRIES: usize = 4096;
+const SLICE_CACHE_ENTITIES: usize = 1 << 18;
 
 impl SliceCache {
-    /// The cached slice, or `build` it and remember it. Bounded: when full
-    /// it is emptied, which costs rebuilding, never a wrong answer.
+    /// The cached slice, or `build` it (and remember it when worth it).
     pub(super) fn get_or_build(
         &self,
         identity: Option<&Arc<Identity>>,
@@ -53,21 +66,89 @@ impl SliceCache {
             action: action.clone(),
         };
         if let Some(slice) = self
-            .entries
+            .inner
             .lock()
             .ok()
-            .and_then(|e| e.get(&key).map(|(_, s)| Arc::clone(s)))
+            .and_then(|c| c.entries.get(&key).map(|(_, s)| Arc::clone(s)))
         {
             return Ok(slice);
         }
         let slice = Arc::new(build()?);
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= SLICE_CACHE_CAPACITY {
-                entries.clear();
+        let shared = identity.is_none_or(|i| Arc::strong_count(i) > 1);
+        if shared
+            && slice.len() <= SLICE_CACHE_ENTITIES
+            && let Ok(mut c) = self.inner.lock()
+        {
+            if c.entries.len() >= SLICE_CACHE_ENTRIES
+                || c.entities + slice.len() > SLICE_CACHE_ENTITIES
+            {
+                c.entries.clear();
+                c.entities = 0;
             }
-            entries.insert(key, (identity.cloned(), Arc::clone(&slice)));
+            c.entities += slice.len();
+            if let Some((_, old)) = c
+                .entries
+                .insert(key, (identity.cloned(), Arc::clone(&slice)))
+            {
+                c.entities -= old.len();
+            }
         }
         Ok(slice)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().map(|c| c.entries.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+    use crate::authn::AuthMethod;
+
+    fn identity() -> Arc<Identity> {
+        Arc::new(Identity {
+            subject: "a".into(),
+            roles: vec![],
+            scopes: vec![],
+            attributes: vec![],
+            method: AuthMethod::Jwt,
+            expires_at: None,
+        })
+    }
+
+    #[test]
+    fn only_identities_kept_elsewhere_are_cached() {
+        let cache = SliceCache::default();
+        let uid = EntityUid::from_str(r#"Doc::"d""#).unwrap();
+        let builds = std::cell::Cell::new(0);
+        let get = |id: Option<&Arc<Identity>>| {
+            cache
+                .get_or_build(id, &uid, &uid, || {
+                    builds.set(builds.get() + 1);
+                    Ok(Entities::empty())
+                })
+                .unwrap();
+        };
+        // Built for one request only: never cached.
+        let once = identity();
+        get(Some(&once));
+        get(Some(&once));
+        assert_eq!(builds.get(), 2);
+        // Kept by another owner (as the token cache does): built once.
+        let kept = identity();
+        let _owner = Arc::clone(&kept);
+        get(Some(&kept));
+        get(Some(&kept));
+        assert_eq!(builds.get(), 3);
+        // Anonymous: cached.
+        get(None);
+        get(None);
+        assert_eq!(builds.get(), 4);
+        assert_eq!(cache.len(), 2);
     }
 }
 
@@ -84,7 +165,7 @@ pub(super) struct EntityIndex {
 }
 
 impl EntityIndex {
-    pub(super) fn new(all: Entities, policies: &PolicySet) -> Self {
+    pub(super) fn new(all: Entities, policies: &PolicySet) -> Result<Self, String> {
         let mut reach = HashMap::new();
         for e in all.iter() {
             let uid = e.uid();
@@ -92,7 +173,7 @@ impl EntityIndex {
                 .ancestors(&uid)
                 .map(|a| a.cloned().collect())
                 .unwrap_or_default();
-            for (_, v) in e.attrs() {
+            for (_, v) in e.attrs().chain(e.tags()) {
                 if let Ok(v) = v {
                     collect_uids(&v, &mut next);
                 }
@@ -104,18 +185,17 @@ impl EntityIndex {
         }
         let mut literals = Vec::new();
         for p in policies.policies() {
-            if let Ok(est) = p.to_json() {
-                literal_uids(&est, &mut literals);
-            }
+            let est = p.to_json().map_err(|e| format!("policy {}: {e}", p.id()))?;
+            literal_uids(&est, &mut literals);
         }
         literals.retain(|u| all.get(u).is_some());
         literals.sort_by_key(ToString::to_string);
         literals.dedup();
-        EntityIndex {
+        Ok(EntityIndex {
             all,
             reach,
             literals,
-        }
+        })
     }
 
     /// The stored entity, if any.
@@ -138,7 +218,7 @@ impl EntityIndex {
         if let Some(p) = principal {
             let uid = p.uid();
             let mut refs = Vec::new();
-            for (_, v) in p.attrs() {
+            for (_, v) in p.attrs().chain(p.tags()) {
                 if let Ok(v) = v {
                     collect_uids(&v, &mut refs);
                 }
