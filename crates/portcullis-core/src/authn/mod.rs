@@ -145,7 +145,16 @@ impl Authenticator {
             Err(f) => return AuthOutcome::Failed(f),
         };
         if mode == AuthMode::Off {
-            return AuthOutcome::Anonymous;
+            // The token is not used here, so its shape is checked here: a
+            // malformed Bearer value is refused on every route, never taken
+            // as no credential. Where the token is used, the verifier parses
+            // it strictly (and only verified tokens are ever cached).
+            return match credential {
+                Credential::Bearer(t) if !is_token68(t) => {
+                    AuthOutcome::Failed(AuthFailure::Token(TokenError::Malformed))
+                }
+                _ => AuthOutcome::Anonymous,
+            };
         }
         let result = match credential {
             Credential::None if mode == AuthMode::Required => Err(AuthFailure::Missing),
@@ -235,9 +244,7 @@ fn bearer_token(value: &[u8]) -> Result<Option<&str>, AuthFailure> {
     let token = rest
         .trim_start_matches([' ', '\t'])
         .trim_end_matches([' ', '\t']);
-    // Checked here, on every request and every route (auth = "off" too): a
-    // Bearer value that is not a token68 is refused, never taken as absent.
-    if is_token68(token) {
+    if !token.is_empty() {
         Ok(Some(token))
     } else {
         Err(AuthFailure::Token(TokenError::Malformed))
