@@ -157,6 +157,8 @@ pub struct RouteRef {
     pub template: Arc<str>,
     /// Its authentication mode.
     pub auth: AuthMode,
+    /// Whether its denials wear the face of a genuine 404.
+    pub conceal: bool,
 }
 
 /// Everything the engine concluded.

@@ -70,11 +70,6 @@ impl Engine {
         &self.routes
     }
 
-    /// The route table.
-    pub fn table(&self) -> &RouteTable {
-        &self.table
-    }
-
     /// Decide one request. Stages run in pipeline order; the first that
     /// refuses ends it.
     pub fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
@@ -137,6 +132,7 @@ impl Engine {
             name: Arc::clone(&route.name),
             template: Arc::clone(&route.path),
             auth: route.auth,
+            conceal: route.conceal,
         });
         d.action = Some(route.action.clone());
         d.resource = Some(resource.clone());
@@ -153,7 +149,7 @@ impl Engine {
             AuthOutcome::Authenticated(id) => Some(id),
             AuthOutcome::Failed(f) => {
                 d.unknown_key_id = matches!(f, AuthFailure::Token(TokenError::UnknownKeyId(_)));
-                return refuse(d, concealed_if(route, self.auth_denial(route, f)));
+                return refuse(d, self.auth_denial(route, f));
             }
         };
         d.step(Stage::Authenticate, StepOutcome::Pass);
@@ -161,7 +157,7 @@ impl Engine {
 
         // 9. Authorize: scopes first (they have their own challenge), then Cedar.
         if let Some(denial) = self.check_scopes(route, identity.as_deref()) {
-            return refuse(d, concealed_if(route, denial));
+            return refuse(d, denial);
         }
         let verdict = self.policy.authorize(&AuthzInput {
             identity: identity.as_ref(),
@@ -183,7 +179,7 @@ impl Engine {
             }
             outcome => {
                 let verdict = AuthzVerdict { outcome, ..verdict };
-                refuse(d, concealed_if(route, policy_denial(route, verdict)))
+                refuse(d, policy_denial(route, verdict))
             }
         }
     }
@@ -295,7 +291,14 @@ impl Decision {
     }
 }
 
-fn refuse(mut d: Decision, denial: Denial) -> Decision {
+/// Every denial ends here. Once a route has matched, a route that conceals
+/// existence turns every denial (401, 400 for credential framing, 403, and
+/// whatever later stages add) into a genuine 404, so no answer tells a caller
+/// that the route is there; no stage has to remember to.
+fn refuse(mut d: Decision, mut denial: Denial) -> Decision {
+    if d.route.as_ref().is_some_and(|r| r.conceal) && denial.concealed.is_none() {
+        conceal(&mut denial);
+    }
     d.step(denial.stage, StepOutcome::Deny);
     d.verdict = Verdict::Deny(Box::new(denial));
     d
@@ -362,16 +365,6 @@ fn policy_denial(route: &RouteSpec, verdict: AuthzVerdict) -> Denial {
         hint: verdict.hint,
     };
     if verdict.meta.conceal {
-        conceal(&mut denial);
-    }
-    denial
-}
-
-/// On a route that conceals existence every denial after routing (401, 400
-/// for bad credential framing, 403) wears the face of a genuine 404, so no
-/// answer tells a caller that the route is there.
-fn concealed_if(route: &RouteSpec, mut denial: Denial) -> Denial {
-    if route.conceal && denial.concealed.is_none() {
         conceal(&mut denial);
     }
     denial

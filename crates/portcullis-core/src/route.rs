@@ -144,11 +144,6 @@ impl RouteTable {
         })
     }
 
-    /// The patterns, in the order given.
-    pub fn patterns(&self) -> &[RoutePattern] {
-        &self.patterns
-    }
-
     /// Find the most specific route for this host, method and canonical path.
     pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> RouteMatch {
         // `*` (OPTIONS *) and anything else that is not a path matches nothing.

@@ -145,11 +145,6 @@ impl ResourceTemplate {
         }
         EntityUid::from_type_name_and_id(self.type_name.clone(), EntityId::new(id))
     }
-
-    /// The resource's entity type.
-    pub fn type_name(&self) -> &EntityTypeName {
-        &self.type_name
-    }
 }
 
 #[cfg(test)]

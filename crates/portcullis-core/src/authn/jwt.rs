@@ -246,11 +246,6 @@ impl JwtVerifier {
         }
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &JwtSettings {
-        &self.settings
-    }
-
     /// Replace the key set (a JWKS refresh). Cached verifications are dropped,
     /// so a key removed from the set stops working at once.
     pub fn replace_keys(&self, keys: KeySet) {

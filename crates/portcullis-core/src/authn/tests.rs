@@ -610,7 +610,6 @@ fn api_keys_are_known_by_digest() {
         failure(a.authenticate(&headers(&[("x-api-key", "k-124")]), AuthMode::Required, NOW)),
         Some(AuthFailure::UnknownApiKey)
     );
-    let _ = AUTHORIZATION;
 }
 
 #[test]
@@ -657,9 +656,7 @@ fn regression_a_malformed_bearer_is_refused_even_where_auth_is_off() {
         "Bearer ===",
         "Bearer a=b",
     ] {
-        let Ok(v) = HeaderValue::from_bytes(bad.as_bytes()) else {
-            continue;
-        };
+        let v = HeaderValue::from_bytes(bad.as_bytes()).unwrap();
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, v);
         for mode in [AuthMode::Off, AuthMode::Optional, AuthMode::Required] {

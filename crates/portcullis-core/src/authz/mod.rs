@@ -206,11 +206,6 @@ impl CedarPolicy {
         })
     }
 
-    /// The entity names in use.
-    pub fn names(&self) -> &EntityNames {
-        &self.names
-    }
-
     /// The principal uid of an identity (or the anonymous principal).
     pub fn principal_uid(&self, identity: Option<&Arc<Identity>>) -> EntityUid {
         match identity {
