@@ -4,12 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use http::{HeaderMap, HeaderValue, Method};
-use portcullis_config::mint::{TokenSpec, mint};
-use portcullis_config::{Loaded, load};
-use portcullis_core::RequestFacts;
+mod common;
 
-const NOW: i64 = 1_800_000_000;
+use common::{bearer, decide, load_files};
+use http::{HeaderMap, Method};
+use portcullis_config::Loaded;
+use portcullis_config::mint::TokenSpec;
 
 const SCHEMA: &str = r#"entity Role;
 entity User in [Role];
@@ -50,39 +50,26 @@ resource = { type = "Probe", id = "p" }
 "#;
 
 fn loaded() -> Loaded {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in [
+    load_files(&[
         ("schema.cedarschema", SCHEMA),
         ("policies.cedar", POLICIES),
         ("portcullis.toml", CONFIG),
-    ] {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    load(&dir.path().join("portcullis.toml")).unwrap()
+    ])
 }
 
 fn allowed(l: &Loaded, method: Method, path: &str, ip: &str, scopes: Option<&[&str]>) -> bool {
-    let mut h = HeaderMap::new();
-    if let Some(scopes) = scopes {
-        let spec = TokenSpec {
-            sub: Some("u".into()),
-            scopes: scopes.iter().map(|s| (*s).into()).collect(),
-            ..TokenSpec::default()
-        };
-        let t = mint(l, &spec, NOW).unwrap();
-        h.insert(
-            "authorization",
-            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
-        );
-    }
-    let facts = RequestFacts {
-        method: &method,
-        target: path,
-        headers: &h,
-        client_ip: ip.parse().unwrap(),
-        now: NOW,
+    let h = match scopes {
+        Some(scopes) => bearer(
+            l,
+            &TokenSpec {
+                sub: Some("u".into()),
+                scopes: scopes.iter().map(|s| (*s).into()).collect(),
+                ..TokenSpec::default()
+            },
+        ),
+        None => HeaderMap::new(),
     };
-    l.engine.decide(&facts).is_allowed()
+    decide(l, &method, path, &h, ip.parse().unwrap()).is_allowed()
 }
 
 #[test]

@@ -4,12 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use http::{HeaderMap, HeaderValue, Method};
-use portcullis_config::load;
-use portcullis_config::mint::{TokenSpec, mint};
-use portcullis_core::RequestFacts;
+mod common;
 
-const NOW: i64 = 1_800_000_000;
+use common::{bearer, decide, load_files};
+use http::Method;
+use portcullis_config::mint::TokenSpec;
 
 const SCHEMA: &str = r#"entity Role in [Role];
 entity Dept { head: User };
@@ -77,36 +76,27 @@ fn allowed_with(
     path: &str,
     claims: serde_json::Map<String, serde_json::Value>,
 ) -> bool {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in [
+    let loaded = load_files(&[
         ("schema.cedarschema", SCHEMA),
         ("policies.cedar", POLICIES),
         ("entities.json", ENTITIES),
         ("portcullis.toml", CONFIG),
-    ] {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    let loaded = load(&dir.path().join("portcullis.toml")).unwrap();
+    ]);
     let spec = TokenSpec {
         sub: Some(sub.into()),
         roles: roles.iter().map(|r| (*r).into()).collect(),
         claims,
         ..TokenSpec::default()
     };
-    let token = mint(&loaded, &spec, NOW).unwrap();
-    let mut h = HeaderMap::new();
-    h.insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    let facts = RequestFacts {
-        method: &Method::GET,
-        target: path,
-        headers: &h,
-        client_ip: "192.0.2.1".parse().unwrap(),
-        now: NOW,
-    };
-    loaded.engine.decide(&facts).is_allowed()
+    let h = bearer(&loaded, &spec);
+    decide(
+        &loaded,
+        &Method::GET,
+        path,
+        &h,
+        "192.0.2.1".parse().unwrap(),
+    )
+    .is_allowed()
 }
 
 #[test]

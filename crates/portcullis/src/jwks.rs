@@ -186,9 +186,11 @@ pub fn fetch_once(loaded: &portcullis_config::Loaded) -> Result<(), String> {
 }
 
 #[cfg(test)]
+#[path = "../tests/support/loopback.rs"]
+mod loopback;
+
+#[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
-    use std::net::TcpListener;
     use std::sync::Mutex;
 
     use portcullis_core::authn::JwtSettings;
@@ -208,31 +210,8 @@ mod tests {
         .unwrap()
     }
 
-    /// A loopback HTTP server answering every request with the current
-    /// (status, body); returns its URL.
     fn serve(state: Arc<Mutex<(u16, String)>>) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let mut buf = [0u8; 4096];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let (status, body) = state.lock().unwrap().clone();
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes());
-            }
-        });
-        format!("http://{addr}/jwks.json")
+        format!("http://{}/jwks.json", super::loopback::serve(state))
     }
 
     fn token(private: &str, kid: &str) -> String {

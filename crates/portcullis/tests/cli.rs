@@ -239,31 +239,13 @@ fn bad_command_line_input_exits_2() {
     assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
 }
 
+#[path = "support/loopback.rs"]
+mod loopback;
+
 /// Serve one fixed JSON body on loopback; returns the URL.
 fn serve_json(body: String) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut buf = [0u8; 4096];
-            let mut seen = Vec::new();
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
-                }
-            }
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(body.as_bytes());
-        }
-    });
-    format!("http://{addr}/.well-known/jwks.json")
+    let state = std::sync::Arc::new(std::sync::Mutex::new((200, body)));
+    format!("http://{}/.well-known/jwks.json", loopback::serve(state))
 }
 
 fn jwks_config(dir: &std::path::Path, url: &str) -> String {
