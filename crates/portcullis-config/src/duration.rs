@@ -31,6 +31,54 @@ pub fn parse_seconds(s: &str) -> Result<i64, String> {
     Ok(if neg { -secs } else { secs })
 }
 
+/// Parse a non-negative duration to milliseconds (`250ms`, `30s`, `5m`).
+pub fn parse_millis(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (write e.g. 500ms, 30s, 5m)"))?;
+    let factor = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "'{s}' has an unknown unit '{unit}' (use ms, s, m or h)"
+            ));
+        }
+    };
+    Ok(n.saturating_mul(factor))
+}
+
+/// Parse a size in bytes: a number, or with a unit (`KB`, `KiB`, `MB`, `MiB`, `GB`, `GiB`).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (write e.g. 64KiB, 10MB)"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "KiB" => 1024,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        u => {
+            return Err(format!(
+                "'{s}' has an unknown unit '{u}' (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +94,19 @@ mod tests {
         assert!(parse_seconds("1 h").is_err());
         assert!(parse_seconds("h").is_err());
         assert!(parse_seconds("3y").is_err());
+    }
+
+    #[test]
+    fn millis_and_sizes() {
+        assert_eq!(parse_millis("250ms"), Ok(250));
+        assert_eq!(parse_millis("30"), Ok(30_000));
+        assert_eq!(parse_millis("2m"), Ok(120_000));
+        assert!(parse_millis("-1s").is_err());
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("64KiB"), Ok(65_536));
+        assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
+        assert_eq!(parse_bytes("1 GiB"), Ok(1 << 30));
+        assert!(parse_bytes("10mb").is_err());
+        assert!(parse_bytes("99999999999GiB").is_err());
     }
 }

@@ -19,6 +19,9 @@ pub struct RawConfig {
     pub authentication: RawAuthentication,
     /// Cedar files and entity names.
     pub policy: Spanned<RawPolicy>,
+    /// The decision log.
+    #[serde(default)]
+    pub log: RawLog,
     /// The routes, in order.
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RawRoute>>,
@@ -30,16 +33,95 @@ pub struct RawConfig {
 pub struct RawServer {
     /// `host:port` to listen on.
     pub listen: Option<Spanned<String>>,
+    /// Peers (CIDRs) whose `X-Request-Id` and forwarding headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// Open connections at most; more are answered 503 and closed.
+    pub max_connections: Option<Spanned<usize>>,
+    /// Bytes of the request line and headers together (431 above).
+    pub max_header_bytes: Option<Spanned<RawSize>>,
+    /// Header fields (431 above).
+    pub max_headers: Option<Spanned<usize>>,
+    /// Bytes of the request target (414 above).
+    pub max_uri_bytes: Option<Spanned<RawSize>>,
+    /// Request body bytes, unless the route says otherwise (413 above).
+    pub max_body: Option<Spanned<RawSize>>,
+    /// Time allowed to send the request line and headers.
+    pub header_read_timeout: Option<Spanned<RawDuration>>,
+    /// A connection with no bytes moving for this long is closed.
+    pub idle_timeout: Option<Spanned<RawDuration>>,
+    /// How long a shutdown waits for requests in flight.
+    pub shutdown_timeout: Option<Spanned<RawDuration>>,
+    /// Certificate and key files: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls: Option<Spanned<RawTls>>,
+    /// `host:port` of the admin listener (`/metrics`, `/healthz`).
+    pub admin_listen: Option<Spanned<String>>,
 }
 
-/// `[upstream]`: a URL or a folder to serve.
+/// `[server.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert: Spanned<String>,
+    /// PEM private key.
+    pub key: Spanned<String>,
+}
+
+/// Bytes, or a string such as `64KiB`, `10MB`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawSize {
+    /// Bytes.
+    Bytes(u64),
+    /// With a unit.
+    Text(String),
+}
+
+/// `[upstream]`: a URL, a folder to serve, or the built-in echo.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    /// An `http://` URL.
+    /// An `http://` or `https://` URL.
     pub url: Option<Spanned<String>>,
     /// A folder served by the built-in static file server.
     pub static_dir: Option<Spanned<String>>,
+    /// Answer every allowed request with what the upstream would receive.
+    pub echo: Option<Spanned<bool>>,
+    /// Send the client's `Host` (default: the upstream URL's authority).
+    pub preserve_host: Option<bool>,
+    /// Time to connect to the upstream (502 after).
+    pub connect_timeout: Option<Spanned<RawDuration>>,
+    /// Time for the upstream's response headers to arrive (504 after).
+    pub timeout: Option<Spanned<RawDuration>>,
+    /// Static files: list folders without an index (default false).
+    pub directory_listing: Option<bool>,
+    /// Static files: the index file of a folder (default `index.html`).
+    pub index: Option<String>,
+    /// Header names carrying the caller's identity to the upstream.
+    pub identity_headers: Option<Spanned<RawIdentityHeaders>>,
+}
+
+/// `[upstream.identity_headers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityHeaders {
+    /// The subject (default `X-Auth-Subject`).
+    pub subject: Option<Spanned<String>>,
+    /// Roles, comma-separated (default `X-Auth-Roles`).
+    pub roles: Option<Spanned<String>>,
+    /// Scopes, space-separated (default `X-Auth-Scopes`).
+    pub scopes: Option<Spanned<String>>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `stdout`, `off`, or a file path (appended to).
+    pub decisions: Option<Spanned<String>>,
+    /// Lines the queue holds before requests wait for the writer.
+    pub queue: Option<Spanned<usize>>,
 }
 
 /// `[authentication]`.
@@ -232,6 +314,8 @@ pub struct RawRoute {
     pub conceal: bool,
     /// Denial text when no policy annotation gives one.
     pub deny: Option<RawDeny>,
+    /// Request body bytes (413 above); the server's `max_body` otherwise.
+    pub max_body: Option<Spanned<RawSize>>,
 }
 
 /// `resource = { type = "User", id = "{id}" }`.

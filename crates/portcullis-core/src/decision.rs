@@ -266,6 +266,8 @@ impl Decision {
                 ),
                 Verdict::Deny(d) => d.hint.clone(),
             },
+            // The server records what forwarding did; the engine never gets there.
+            Stage::Forward => String::new(),
         }
     }
 }

@@ -17,6 +17,8 @@ pub enum Stage {
     Authenticate,
     /// Stage 9: scopes and the Cedar policy.
     Authorize,
+    /// Stage 10: the upstream, the static file server or the transport to them.
+    Forward,
 }
 
 impl Stage {
@@ -27,6 +29,7 @@ impl Stage {
             Stage::Route => "route",
             Stage::Authenticate => "authenticate",
             Stage::Authorize => "authorize",
+            Stage::Forward => "forward",
         }
     }
 }
@@ -62,6 +65,27 @@ pub enum ReasonCode {
     AccessDenied,
     /// A policy could not be evaluated for this request; refused to fail closed.
     PolicyError,
+    /// The request target is longer than the server accepts.
+    UriTooLong,
+    /// The request line and headers are too large or too many.
+    HeadersTooLarge,
+    /// The request body is larger than the route accepts.
+    PayloadTooLarge,
+    /// `Content-Length` and `Transfer-Encoding` are missing, duplicated,
+    /// malformed or both present: the body's end could be read two ways.
+    InvalidFraming,
+    /// The static file server found a folder without an index, and listing is off.
+    DirectoryListingDisabled,
+    /// The static file server cannot read the file.
+    FileNotReadable,
+    /// The upstream refused or reset the connection.
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// The gateway is at its connection limit.
+    Overloaded,
+    /// The static file server cannot serve the requested byte range.
+    RangeNotSatisfiable,
 }
 
 /// One row of the reason table.
@@ -117,6 +141,52 @@ impl ReasonCode {
                 "AccessDenied",
                 "You are not allowed to perform this action.",
             ),
+            ReasonCode::UriTooLong => (414, "UriTooLong", "The request target is too long."),
+            ReasonCode::HeadersTooLarge => (
+                431,
+                "RequestHeaderFieldsTooLarge",
+                "The request headers are too large.",
+            ),
+            ReasonCode::PayloadTooLarge => (
+                413,
+                "PayloadTooLarge",
+                "The request body is larger than this endpoint accepts.",
+            ),
+            ReasonCode::InvalidFraming => (
+                400,
+                "InvalidFraming",
+                "The request's Content-Length or Transfer-Encoding is malformed or ambiguous.",
+            ),
+            ReasonCode::DirectoryListingDisabled => (
+                403,
+                "DirectoryListingDisabled",
+                "Listing this folder is not allowed.",
+            ),
+            ReasonCode::FileNotReadable => (
+                403,
+                "FileNotReadable",
+                "The file exists but cannot be read.",
+            ),
+            ReasonCode::UpstreamUnavailable => (
+                502,
+                "BadGateway",
+                "The upstream service could not be reached.",
+            ),
+            ReasonCode::UpstreamTimeout => (
+                504,
+                "GatewayTimeout",
+                "The upstream service did not answer in time.",
+            ),
+            ReasonCode::RangeNotSatisfiable => (
+                416,
+                "RangeNotSatisfiable",
+                "The requested range is outside the file.",
+            ),
+            ReasonCode::Overloaded => (
+                503,
+                "ServiceUnavailable",
+                "The gateway is at capacity; retry shortly.",
+            ),
         };
         ReasonInfo {
             status,
@@ -139,11 +209,21 @@ impl ReasonCode {
             ReasonCode::InsufficientScope => "insufficient_scope",
             ReasonCode::AccessDenied => "access_denied",
             ReasonCode::PolicyError => "policy_error",
+            ReasonCode::UriTooLong => "uri_too_long",
+            ReasonCode::HeadersTooLarge => "headers_too_large",
+            ReasonCode::PayloadTooLarge => "payload_too_large",
+            ReasonCode::InvalidFraming => "invalid_framing",
+            ReasonCode::DirectoryListingDisabled => "directory_listing_disabled",
+            ReasonCode::FileNotReadable => "file_not_readable",
+            ReasonCode::UpstreamUnavailable => "upstream_unavailable",
+            ReasonCode::UpstreamTimeout => "upstream_timeout",
+            ReasonCode::Overloaded => "overloaded",
+            ReasonCode::RangeNotSatisfiable => "range_not_satisfiable",
         }
     }
 
     /// Every reason, for tests that check the table is total and consistent.
-    pub const ALL: [ReasonCode; 10] = [
+    pub const ALL: [ReasonCode; 20] = [
         ReasonCode::InvalidPath,
         ReasonCode::InvalidRequest,
         ReasonCode::NotFound,
@@ -154,6 +234,16 @@ impl ReasonCode {
         ReasonCode::InsufficientScope,
         ReasonCode::AccessDenied,
         ReasonCode::PolicyError,
+        ReasonCode::UriTooLong,
+        ReasonCode::HeadersTooLarge,
+        ReasonCode::PayloadTooLarge,
+        ReasonCode::InvalidFraming,
+        ReasonCode::DirectoryListingDisabled,
+        ReasonCode::FileNotReadable,
+        ReasonCode::UpstreamUnavailable,
+        ReasonCode::UpstreamTimeout,
+        ReasonCode::Overloaded,
+        ReasonCode::RangeNotSatisfiable,
     ];
 }
 

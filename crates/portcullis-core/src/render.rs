@@ -147,6 +147,7 @@ pub const fn status_text(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",

@@ -106,10 +106,6 @@ impl JwksSource {
 
 /// Keeps a verifier's JWKS keys fresh. Run by `serve`; the offline
 /// commands fetch once with [`fetch_once`].
-#[cfg_attr(
-    not(test),
-    allow(dead_code, reason = "run by the server, which the next issue adds")
-)]
 pub struct Refresher {
     source: Arc<JwksSource>,
     every: Duration,
@@ -117,10 +113,6 @@ pub struct Refresher {
     wake: Arc<Notify>,
 }
 
-#[cfg_attr(
-    not(test),
-    allow(dead_code, reason = "run by the server, which the next issue adds")
-)]
 impl Refresher {
     /// Refresh every `every`, and on `wake` no sooner than `min_gap` after
     /// the previous fetch.

@@ -1,5 +1,5 @@
-//! The `portcullis` command: `check`, `explain`, `test` and `token` run the
-//! decision engine offline against a configuration.
+//! The `portcullis` command: `serve` runs the gateway; `check`, `explain`,
+//! `test` and `token` run the decision engine offline against a configuration.
 //!
 //! Exit codes: 0 success; 1 the configuration is invalid or a test case
 //! failed; 2 bad command-line input.
@@ -8,7 +8,9 @@ mod cmd;
 mod jwks;
 mod report;
 mod request;
+mod serve;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,6 +29,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the gateway in front of the configured upstream.
+    Serve {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Listen here instead of the configured address (port 0 picks one).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// Validate the configuration, policies, schema, entities and routes.
     Check {
         /// The configuration file.
@@ -111,6 +122,7 @@ fn main() -> ExitCode {
     report::install_error_hook();
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve { config, listen } => serve::run(&config, listen),
         Command::Check { config } => cmd::check::run(&config),
         Command::Explain(args) => cmd::explain::run(&args),
         Command::Test { config, cases, now } => cmd::test::run(&config, &cases, now),

@@ -5,8 +5,8 @@
 mod auth;
 mod policy;
 mod routes;
+mod serving;
 
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -14,9 +14,9 @@ use portcullis_core::Engine;
 use portcullis_core::authz::CedarPolicy;
 use toml::Spanned;
 
+use crate::Loaded;
 use crate::diag::{ConfigError, LoadError, Source};
-use crate::raw::{RawConfig, RawUpstream};
-use crate::{Loaded, Upstream};
+use crate::raw::RawConfig;
 
 /// The configuration file and the folder its paths are relative to.
 pub(crate) struct Ctx {
@@ -72,14 +72,9 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
     let mut errors = Vec::new();
     let policy = policy::compile(&ctx, &raw.policy);
     let auth = auth::compile(&ctx, &raw.authentication);
-    let listen = listen(&ctx, &raw)
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
-    let upstream = upstream(&ctx, raw.upstream.as_ref())
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
+    let serving = serving::compile(&ctx, &raw)
+        .map_err(|mut e| errors.append(&mut e))
+        .ok();
     let (policy, auth) = match (policy, auth) {
         (Ok(p), Ok(a)) => (p, a),
         (p, a) => {
@@ -95,9 +90,9 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
             return Err(errors.into());
         }
     };
-    if !errors.is_empty() {
+    let Some(serving) = serving.filter(|_| errors.is_empty()) else {
         return Err(errors.into());
-    }
+    };
     let actions: Vec<_> = specs.iter().map(|s| s.action.clone()).collect();
     let cedar = CedarPolicy::new(&policy.policies, policy.entities, policy.names, &actions)
         .map_err(|e| {
@@ -109,8 +104,11 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
         })?;
     Ok(Loaded {
         engine: Engine::new(table, specs, auth.authenticator, cedar),
-        listen,
-        upstream,
+        server: serving.server,
+        upstream: serving.upstream,
+        identity_headers: serving.identity_headers,
+        decision_log: serving.decision_log,
+        route_max_body: serving.route_max_body,
         mint: auth.mint,
         token_defaults: auth.token_defaults,
         jwks_urls: auth.jwks_urls,
@@ -118,50 +116,6 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
         warnings: policy.warnings,
         path: path.to_path_buf(),
     })
-}
-
-fn listen(ctx: &Ctx, raw: &RawConfig) -> Result<Option<SocketAddr>, ConfigError> {
-    let Some(l) = &raw.server.listen else {
-        return Ok(None);
-    };
-    l.get_ref().parse().map(Some).map_err(|_| {
-        ctx.err(
-            l.span(),
-            format!("'{}' is not an address and port", l.get_ref()),
-        )
-        .help("write it as 127.0.0.1:8080 or [::1]:8080")
-    })
-}
-
-fn upstream(
-    ctx: &Ctx,
-    raw: Option<&Spanned<RawUpstream>>,
-) -> Result<Option<Upstream>, ConfigError> {
-    let Some(u) = raw else {
-        return Ok(None);
-    };
-    match (&u.get_ref().url, &u.get_ref().static_dir) {
-        (Some(url), None) => {
-            let parsed: http::Uri = url
-                .get_ref()
-                .parse()
-                .map_err(|_| ctx.err(url.span(), "not a valid URL"))?;
-            if parsed.scheme_str() != Some("http") || parsed.host().is_none() {
-                return Err(ctx
-                    .err(url.span(), "the upstream URL must be http://host[:port][/prefix]")
-                    .help("TLS to the upstream is not supported yet; put the upstream on a private network"));
-            }
-            Ok(Some(Upstream::Url(url.get_ref().clone())))
-        }
-        (None, Some(dir)) => {
-            let path = ctx.path(dir.get_ref());
-            if !path.is_dir() {
-                return Err(ctx.err(dir.span(), format!("{} is not a folder", path.display())));
-            }
-            Ok(Some(Upstream::StaticDir(path)))
-        }
-        _ => Err(ctx.err(u.span(), "give exactly one of `url` and `static_dir`")),
-    }
 }
 
 /// An error code an operator may write: an identifier such as `InsufficientPermissions`.

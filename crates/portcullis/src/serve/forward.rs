@@ -1,0 +1,439 @@
+//! Forwarding an allowed request (stage 10): the headers the upstream sees,
+//! the pooled client, and the built-in echo.
+//!
+//! Header rules, in order: hop-by-hop headers go (with every header the
+//! client named in `Connection`); every client-sent copy of an identity
+//! header goes, whatever its case or count; forwarding headers from a peer
+//! that is not a trusted proxy go; then the gateway sets the identity
+//! headers, appends `X-Forwarded-For`, sets `X-Forwarded-Proto`/`-Host`,
+//! rebuilds `Forwarded`, and sets `X-Request-Id` and `Host`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use portcullis_config::{IdentityHeaders, UrlUpstream};
+use portcullis_core::ReasonCode;
+use portcullis_core::authn::Identity;
+use serde_json::json;
+
+use super::body::{Body, full};
+use super::guard::REFUSED_HEADER;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// What the gateway knows about the hop the request came over.
+#[derive(Debug, Clone)]
+pub struct Hop<'a> {
+    /// The resolved client address.
+    pub client: IpAddr,
+    /// `https` or `http`.
+    pub proto: &'static str,
+    /// Whether the peer is a trusted proxy (its forwarding headers are kept).
+    pub trusted: bool,
+    /// The request id.
+    pub request_id: &'a str,
+}
+
+/// Remove hop-by-hop headers, including those `Connection` names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        h.remove(n);
+    }
+    h.remove(header::TRANSFER_ENCODING);
+}
+
+/// Rewrite a request's headers for the upstream (see the module docs).
+pub fn upstream_headers(
+    h: &mut HeaderMap,
+    hop: &Hop<'_>,
+    identity: Option<&Identity>,
+    names: &IdentityHeaders,
+) {
+    let original_host = h.get(header::HOST).cloned();
+    strip_hop_by_hop(h);
+    h.remove(REFUSED_HEADER);
+    for n in [&names.subject, &names.roles, &names.scopes] {
+        h.remove(n);
+    }
+    if let Some(id) = identity {
+        set(h, &names.subject, &encode(&id.subject));
+        let roles: Vec<String> = id.roles.iter().map(|r| encode(r)).collect();
+        set(h, &names.roles, &roles.join(","));
+        let scopes: Vec<String> = id.scopes.iter().map(|s| encode(s)).collect();
+        set(h, &names.scopes, &scopes.join(" "));
+    }
+    forwarding(h, hop, original_host.as_ref());
+    set(
+        h,
+        &HeaderName::from_static(super::reqid::HEADER),
+        hop.request_id,
+    );
+}
+
+fn forwarding(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<&HeaderValue>) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    let mut prior_for = Vec::new();
+    let mut prior_fwd = Vec::new();
+    if hop.trusted {
+        prior_for = values(h, &xff);
+        prior_fwd = values(h, &header::FORWARDED);
+    } else {
+        h.remove(&xfp);
+        h.remove(&xfh);
+    }
+    h.remove(&xff);
+    h.remove(header::FORWARDED);
+    let client = hop.client.to_string();
+    prior_for.push(client.clone());
+    set(h, &xff, &prior_for.join(", "));
+    if !h.contains_key(&xfp) {
+        set(h, &xfp, hop.proto);
+    }
+    let host_text = host.and_then(|v| v.to_str().ok());
+    if let (false, Some(host)) = (h.contains_key(&xfh), host_text) {
+        set(h, &xfh, host);
+    }
+    let node = match hop.client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(_) => format!("\"[{client}]\""),
+    };
+    let mut element = format!("for={node};proto={}", hop.proto);
+    if let Some(host) = host_text {
+        element.push_str(&format!(";host=\"{}\"", host.replace(['"', '\\'], "")));
+    }
+    prior_fwd.push(element);
+    set(h, &header::FORWARDED, &prior_fwd.join(", "));
+}
+
+fn values(h: &HeaderMap, name: &HeaderName) -> Vec<String> {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn set(h: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name.clone(), v);
+    }
+}
+
+/// Identity values are sent as printable ASCII: `%`, `,`, space and
+/// anything outside visible ASCII are percent-encoded, so a value can
+/// neither break the header nor split a list.
+fn encode(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'%')
+        .add(b',')
+        .add(b'"');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+/// The pooled client for a URL upstream.
+#[derive(Debug)]
+pub struct Proxy {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    prefix: String,
+    preserve_host: bool,
+    timeout: Duration,
+}
+
+/// Why forwarding failed, for the one place transport faults become HTTP.
+#[derive(Debug)]
+pub struct Fault {
+    /// 502, 504 or 413.
+    pub reason: ReasonCode,
+    /// For the decision log.
+    pub detail: String,
+}
+
+impl Proxy {
+    /// A client for `u`.
+    pub fn new(u: &UrlUpstream) -> Result<Self, String> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(u.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        let parts = u.url.clone().into_parts();
+        Ok(Proxy {
+            client,
+            scheme: parts.scheme.unwrap_or(http::uri::Scheme::HTTP),
+            authority: parts.authority.ok_or("the upstream URL has no host")?,
+            prefix: parts
+                .path_and_query
+                .map(|p| p.path().trim_end_matches('/').to_owned())
+                .unwrap_or_default(),
+            preserve_host: u.preserve_host,
+            timeout: u.timeout,
+        })
+    }
+
+    /// Send `req` (headers already rewritten) to `path?query` on the
+    /// upstream. `tripped` reports whether the body went over its cap.
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+        path: &str,
+        query: Option<&str>,
+        tripped: &Arc<AtomicBool>,
+    ) -> Result<Response<Body>, Fault> {
+        let mut target = format!("{}{path}", self.prefix);
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(q);
+        }
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(target)
+            .build()
+            .map_err(|e| Fault {
+                reason: ReasonCode::UpstreamUnavailable,
+                detail: format!("cannot build the upstream URI: {e}"),
+            })?;
+        *req.uri_mut() = uri;
+        *req.version_mut() = http::Version::HTTP_11;
+        if (!self.preserve_host || !req.headers().contains_key(header::HOST))
+            && let Ok(v) = HeaderValue::from_str(self.authority.as_str())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        let mut resp = match sent {
+            Err(_) => {
+                return Err(Fault {
+                    reason: ReasonCode::UpstreamTimeout,
+                    detail: format!("no response head within {:?}", self.timeout),
+                });
+            }
+            Ok(Err(_)) if tripped.load(Ordering::Relaxed) => {
+                return Err(Fault {
+                    reason: ReasonCode::PayloadTooLarge,
+                    detail: "the body went over the limit while streaming".into(),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(Fault {
+                    reason: ReasonCode::UpstreamUnavailable,
+                    detail: error_chain(&e),
+                });
+            }
+            Ok(Ok(r)) => r,
+        };
+        strip_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync()))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// The built-in echo: what an upstream would have received, as JSON.
+/// Credentials are not echoed.
+pub async fn echo(req: Request<Body>, path: &str, query: Option<&str>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let mut headers = serde_json::Map::new();
+    for (name, value) in &parts.headers {
+        let n = name.as_str();
+        let secret = matches!(n, "authorization" | "cookie" | "proxy-authorization")
+            || n.contains("key")
+            || n.contains("token")
+            || n.contains("secret");
+        let v = if secret {
+            "(redacted)".to_owned()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        headers.insert(n.to_owned(), json!(v));
+    }
+    let mut body_bytes: u64 = 0;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => body_bytes += f.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    let doc = json!({
+        "upstream": "echo",
+        "method": parts.method.as_str(),
+        "path": path,
+        "query": query,
+        "headers": headers,
+        "body_bytes": body_bytes,
+    });
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    let mut r = Response::new(full(Bytes::from(text)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(trusted: bool) -> Hop<'static> {
+        Hop {
+            client: "192.0.2.7".parse().unwrap(),
+            proto: "http",
+            trusted,
+            request_id: "rid",
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        m
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            subject: "al ice,%".into(),
+            roles: vec!["admin".into(), "a,b".into()],
+            scopes: vec!["read".into()],
+            attributes: Vec::new(),
+            method: portcullis_core::authn::AuthMethod::Jwt,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn spoofed_identity_headers_are_replaced_whatever_their_case_or_count() {
+        let mut h = map(&[
+            ("X-Auth-Subject", "root"),
+            ("x-auth-subject", "root2"),
+            ("X-AUTH-ROLES", "admin"),
+            ("connection", "x-auth-subject, keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("host", "example.test"),
+        ]);
+        upstream_headers(
+            &mut h,
+            &hop(false),
+            Some(&identity()),
+            &IdentityHeaders::default(),
+        );
+        let all = |n: &str| {
+            h.get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all("x-auth-subject"), ["al%20ice%2C%25"]);
+        assert_eq!(all("x-auth-roles"), ["admin,a%2Cb"]);
+        assert_eq!(all("x-auth-scopes"), ["read"]);
+        assert!(h.get("connection").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("x-secret-hop").is_none());
+    }
+
+    #[test]
+    fn anonymous_requests_carry_no_identity_headers() {
+        let mut h = map(&[("x-auth-subject", "root"), ("x-auth-scopes", "all")]);
+        upstream_headers(&mut h, &hop(false), None, &IdentityHeaders::default());
+        assert!(h.get("x-auth-subject").is_none());
+        assert!(h.get("x-auth-scopes").is_none());
+    }
+
+    #[test]
+    fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "10.9.9.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.test"),
+            ("forwarded", "for=10.9.9.9"),
+            ("host", "example.test"),
+        ]);
+        upstream_headers(&mut h, &hop(false), None, &IdentityHeaders::default());
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.test");
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.7;proto=http;host=\"example.test\""
+        );
+        assert_eq!(h["x-request-id"], "rid");
+    }
+
+    #[test]
+    fn a_trusted_proxy_chain_is_appended_to() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=203.0.113.1;proto=https"),
+        ]);
+        let mut hp = hop(true);
+        hp.client = "2001:db8::1".parse().unwrap();
+        upstream_headers(&mut h, &hp, None, &IdentityHeaders::default());
+        assert_eq!(h["x-forwarded-for"], "203.0.113.1, 10.0.0.2, 2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(
+            h["forwarded"],
+            "for=203.0.113.1;proto=https, for=\"[2001:db8::1]\";proto=http"
+        );
+    }
+}
