@@ -405,3 +405,78 @@ fn conceal_takes_no_value_but_true() {
             .contains("@conceal(\"false\") is ambiguous")
     );
 }
+
+/// Serving settings: each mistake is refused at its line.
+#[test]
+fn serving_settings_are_checked_where_they_stand() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[upstream]\nurl = \"http://127.0.0.1:9\"\necho = true\n",
+            "portcullis.toml:1:1",
+            "exactly one of `url`, `static_dir` and `echo = true`",
+        ),
+        (
+            "[upstream]\nurl = \"ftp://example.test\"\n",
+            "portcullis.toml:2:7",
+            "http(s)://host",
+        ),
+        (
+            "[upstream]\necho = true\nidentity_headers = { subject = \"Authorization\" }\n",
+            "portcullis.toml:3:32",
+            "authorization is managed by the gateway",
+        ),
+        (
+            "[server]\nmax_body = \"10mb\"\n",
+            "portcullis.toml:2:12",
+            "unknown unit 'mb'",
+        ),
+        (
+            "[server]\nmax_uri_bytes = \"64KiB\"\n",
+            "portcullis.toml:2:17",
+            "no more than max_header_bytes",
+        ),
+        (
+            "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+            "portcullis.toml:2:20",
+            "not an address or CIDR",
+        ),
+        (
+            "[server]\nidle_timeout = \"0s\"\n",
+            "portcullis.toml:2:16",
+            "longer than zero",
+        ),
+        (
+            "[server]\ntls = { cert = \"missing.pem\", key = \"missing.key\" }\n",
+            "portcullis.toml:2:16",
+            "missing.pem is not a readable file",
+        ),
+        (
+            "[log]\nqueue = 0\n",
+            "portcullis.toml:2:9",
+            "at least one line",
+        ),
+    ];
+    for (prefix, want_loc, want_msg) in cases {
+        let f = Fixture::new();
+        f.write("portcullis.toml", &format!("{prefix}\n{CONFIG}"));
+        let e = f.error();
+        let (loc, msg) = (
+            e.errors[0].location().to_owned(),
+            e.errors[0].message().to_owned(),
+        );
+        assert!(loc.ends_with(want_loc), "{prefix}: {loc}");
+        assert!(msg.contains(want_msg), "{prefix}: {msg}");
+    }
+}
+
+#[test]
+fn a_route_body_limit_is_a_size() {
+    let f = Fixture::new();
+    f.edit_config(
+        "path = \"/docs/{id}\"\naction = \"write\"",
+        "path = \"/docs/{id}\"\naction = \"write\"\nmax_body = \"1 TB\"",
+    );
+    let (loc, msg) = only(&f.error());
+    assert!(loc.ends_with("portcullis.toml:25:12"), "{loc}");
+    assert!(msg.contains("unknown unit 'TB'"), "{msg}");
+}

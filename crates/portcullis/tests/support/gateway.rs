@@ -241,6 +241,11 @@ impl Reply {
 /// connection. Returns the responses and whether the server closed it
 /// (rather than the read timing out with the connection still open).
 pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> (Vec<Reply>, bool) {
+    let (buf, closed) = exchange_bytes(addr, bytes);
+    (parse_replies(&buf, false), closed)
+}
+
+fn exchange_bytes(addr: SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.write_all(bytes);
@@ -259,7 +264,7 @@ pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> (Vec<Reply>, bool) {
             Err(_) => break true,
         }
     };
-    (parse_replies(&buf), closed)
+    (buf, closed)
 }
 
 /// One request with `Connection: close`; the one response.
@@ -286,12 +291,13 @@ pub fn request(
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    let (mut replies, _) = exchange(addr, &bytes);
+    let (buf, _) = exchange_bytes(addr, &bytes);
+    let mut replies = parse_replies(&buf, method == "HEAD");
     assert_eq!(replies.len(), 1, "{method} {path}: {replies:?}");
     replies.remove(0)
 }
 
-fn parse_replies(mut buf: &[u8]) -> Vec<Reply> {
+fn parse_replies(mut buf: &[u8], head: bool) -> Vec<Reply> {
     let mut out = Vec::new();
     while !buf.is_empty() {
         let mut hs = [httparse::EMPTY_HEADER; 64];
@@ -310,10 +316,8 @@ fn parse_replies(mut buf: &[u8]) -> Vec<Reply> {
             })
             .collect();
         let status = r.code.unwrap();
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .map_or(0, |(_, v)| v.parse().unwrap());
+        let bodiless = head || status == 304 || status == 204;
+        let len: usize = if bodiless { 0 } else { headers_len(&headers) };
         let body = buf[n..n + len].to_vec();
         buf = &buf[n + len..];
         out.push(Reply {
@@ -323,6 +327,13 @@ fn parse_replies(mut buf: &[u8]) -> Vec<Reply> {
         });
     }
     out
+}
+
+fn headers_len(headers: &[(String, String)]) -> usize {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.parse().unwrap())
 }
 
 /// A copy of the quickstart folder in a temporary folder, with its
