@@ -666,3 +666,127 @@ fn https_with_http2_by_alpn() {
     assert_eq!(seen[0].headers["x-auth-subject"], "123");
     assert_eq!(seen[0].headers["host"], up.addr.to_string());
 }
+
+// ---------------------------------------------------------------------------
+// Slow and greedy clients.
+
+/// The quickstart in front of the recorder with `[server]` settings added.
+fn with_server(up: &Upstream, server: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, config) = proxied(up, "timeout = \"10s\"");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[server]\nlisten = \"127.0.0.1:8080\"\n",
+        &format!("[server]\nlisten = \"127.0.0.1:8080\"\n{server}\n"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    (dir, config)
+}
+
+/// Seconds until the server closes `s` (reading whatever it sends).
+fn seconds_until_closed(mut s: std::net::TcpStream) -> (f64, Vec<u8>) {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    (start.elapsed().as_secs_f64(), got)
+}
+
+#[test]
+fn a_slow_head_or_a_stalled_body_cannot_hold_a_connection() {
+    use std::io::Write;
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    let (_d, config) = with_server(&up, "header_read_timeout = \"1s\"\nidle_timeout = \"2s\"");
+    let gw = Gateway::start(&config);
+
+    // Slowloris: a head that never ends.
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n")
+        .unwrap();
+    let (secs, _) = seconds_until_closed(s);
+    assert!((0.8..4.0).contains(&secs), "closed after {secs:.1} s");
+
+    // An idle keep-alive connection is closed too.
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (secs, got) = seconds_until_closed(s);
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    assert!(secs < 4.0, "idle keep-alive held for {secs:.1} s");
+
+    // A body that stops half way.
+    let t = token(&config, "alice", &["user"], &["orders:write"]);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    write!(
+        s,
+        "POST /api/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nContent-Length: 100\r\n\r\nhalf"
+    )
+    .unwrap();
+    let (secs, _) = seconds_until_closed(s);
+    assert!((1.5..6.0).contains(&secs), "closed after {secs:.1} s");
+
+    // A slow upstream is not an idle client: 3 s with no bytes moving on
+    // the client's connection, and the answer still arrives.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("path = \"/public/{*path}\"", "path = \"/{*path}\"");
+    std::fs::write(&config, text).unwrap();
+    drop(gw);
+    let gw = Gateway::start(&config);
+    let r = get(gw.addr, "/slow/x", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn connections_over_the_cap_get_503_and_the_slots_come_back() {
+    use std::io::Write;
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    let (_d, config) = with_server(&up, "max_connections = 2");
+    let gw = Gateway::start(&config);
+    let a = std::net::TcpStream::connect(gw.addr).unwrap();
+    let b = std::net::TcpStream::connect(gw.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = get(gw.addr, "/public/x", &[]);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (503, Some("ServiceUnavailable"))
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    drop((a, b));
+    std::thread::sleep(Duration::from_millis(300));
+    let r = get(gw.addr, "/public/x", &[]);
+    assert_eq!(r.status, 200);
+    let _ = std::net::TcpStream::connect(gw.addr)
+        .unwrap()
+        .write_all(b"");
+}
+
+#[test]
+fn host_is_rewritten_or_preserved_as_configured() {
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    let (_d, config) = proxied(&up, "");
+    let gw = Gateway::start(&config);
+    let _ = get(gw.addr, "/public/x?a=1&b=%2F", &[]);
+    let seen = up.seen();
+    assert_eq!(seen[0].headers["host"], up.addr.to_string());
+    // The canonical path and the query as sent.
+    assert_eq!(seen[0].target, "/public/x?a=1&b=%2F");
+    drop(gw);
+
+    up.clear();
+    let (_d2, config2) = proxied(&up, "preserve_host = true");
+    let gw2 = Gateway::start(&config2);
+    let _ = get(gw2.addr, "/public/%7Euser/./a//b", &[]);
+    let seen = up.seen();
+    assert_eq!(seen[0].headers["host"], "gateway.test");
+    assert_eq!(seen[0].target, "/public/~user/a/b");
+}

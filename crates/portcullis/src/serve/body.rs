@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -161,4 +161,50 @@ where
 /// server did not read must not leave its bytes for the next request.
 pub fn has_body(b: &impl HttpBody) -> bool {
     !b.is_end_stream()
+}
+
+/// A response body that holds its connection's in-flight count up until it
+/// is finished or dropped (see the idle deadline in `guard.rs`).
+#[derive(Debug)]
+pub struct InFlight {
+    inner: Body,
+    count: Arc<AtomicUsize>,
+}
+
+impl InFlight {
+    /// Count one request in flight until `inner` is dropped.
+    pub fn new(inner: Body, count: Arc<AtomicUsize>) -> Self {
+        InFlight { inner, count }
+    }
+
+    /// Count a request before its response exists.
+    pub fn enter(count: &AtomicUsize) {
+        count.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl HttpBody for InFlight {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -13,10 +13,15 @@
 //! answer with an empty body.
 //!
 //! Bodies are followed (`Content-Length` counted, chunked framing walked) so
-//! the guard always knows where the next head starts.
+//! the guard always knows where the next head starts, and whose turn it is:
+//! the idle deadline runs only while the client owes bytes (a head or a body
+//! under way, or an idle connection), never while a request is waiting for
+//! a slow upstream.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -120,17 +125,21 @@ pub struct Guarded<IO> {
     idle: Duration,
     last_io: Instant,
     deadline: Pin<Box<Sleep>>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl<IO> Guarded<IO> {
     /// Wrap `io`. `http1_possible` is false for a TLS connection that chose
     /// h2 by ALPN. `marker` is the process's secret for synthetic requests.
+    /// `in_flight` counts this connection's requests whose responses are
+    /// not finished.
     pub fn new(
         io: IO,
         http1_possible: bool,
         limits: HeadLimits,
         marker: &'static str,
         idle: Duration,
+        in_flight: Arc<AtomicUsize>,
     ) -> Self {
         let now = Instant::now();
         Guarded {
@@ -147,7 +156,16 @@ impl<IO> Guarded<IO> {
             idle,
             last_io: now,
             deadline: Box::pin(tokio::time::sleep_until(now + idle)),
+            in_flight,
         }
+    }
+
+    /// Whether the next bytes are the client's to send: part of a head or
+    /// body, or a new request on a connection with nothing in flight.
+    fn client_owes(&self) -> bool {
+        matches!(self.state, State::Body(_) | State::Chunked(_))
+            || !self.pending.is_empty()
+            || self.in_flight.load(Ordering::Acquire) == 0
     }
 
     /// Fail with `TimedOut` once nothing has moved for `idle`.
@@ -433,7 +451,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.pending);
             let n = match read {
                 Poll::Pending => {
-                    this.poll_idle(cx)?;
+                    if this.client_owes() {
+                        this.poll_idle(cx)?;
+                    } else {
+                        // Waiting on the upstream is not the client's idleness.
+                        this.last_io = Instant::now();
+                    }
                     return Poll::Pending;
                 }
                 Poll::Ready(r) => r?,
@@ -520,7 +543,14 @@ mod tests {
             client.shutdown().await.unwrap();
             client
         });
-        let mut g = Guarded::new(server, true, LIMITS, "secret", Duration::from_secs(5));
+        let mut g = Guarded::new(
+            server,
+            true,
+            LIMITS,
+            "secret",
+            Duration::from_secs(5),
+            Arc::default(),
+        );
         let mut out = Vec::new();
         let mut buf = [0u8; 100];
         let mut failed = false;

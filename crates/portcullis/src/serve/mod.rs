@@ -21,8 +21,10 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -37,6 +39,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::cmd::{FAILED, load, usage};
 use crate::jwks::{JwksSource, Refresher};
 use admin::Metrics;
+use body::InFlight;
 use gateway::{ConnInfo, Gateway, Target};
 use guard::{Guarded, HeadLimits};
 
@@ -281,24 +284,52 @@ impl Conn {
         metrics
             .connections_accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let guarded = Guarded::new(
             io,
             http1_possible,
             self.limits,
             self.gateway.marker,
             self.idle,
+            Arc::clone(&in_flight),
         );
         let gateway = self.gateway;
         let info = self.info;
         let svc = service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
-            async move { Ok::<_, Infallible>(gateway.handle(req, info).await) }
+            let in_flight = Arc::clone(&in_flight);
+            InFlight::enter(&in_flight);
+            async move {
+                // If hyper drops this future, no body takes over the count.
+                let release = Release(Some(Arc::clone(&in_flight)));
+                let resp = gateway.handle(req, info).await;
+                release.disarm();
+                Ok::<_, Infallible>(resp.map(|b| InFlight::new(b, in_flight).boxed_unsync()))
+            }
         });
         let conn = self.builder.serve_connection(TokioIo::new(guarded), svc);
         let _ = self.watcher.watch(conn).await;
         metrics
             .connections_closed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Releases an in-flight count if the request is dropped before its
+/// response body takes over the count.
+struct Release(Option<Arc<AtomicUsize>>);
+
+impl Release {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 }
 
