@@ -451,6 +451,16 @@ fn serving_settings_are_checked_where_they_stand() {
             "missing.pem is not a readable file",
         ),
         (
+            "[upstream]\nstatic_dir = \".\"\ntimeout = \"5s\"\n",
+            "portcullis.toml:1:1",
+            "belongs to another kind of upstream",
+        ),
+        (
+            "[upstream]\nstatic_dir = \".\"\nindex = \".secret\"\n",
+            "portcullis.toml:1:1",
+            "plain, visible file name",
+        ),
+        (
             "[log]\nqueue = 0\n",
             "portcullis.toml:2:9",
             "at least one line",

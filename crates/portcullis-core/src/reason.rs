@@ -86,6 +86,9 @@ pub enum ReasonCode {
     Overloaded,
     /// The static file server cannot serve the requested byte range.
     RangeNotSatisfiable,
+    /// The client closed the connection before the answer (logged only;
+    /// nobody is left to receive it).
+    ClientClosedRequest,
 }
 
 /// One row of the reason table.
@@ -182,6 +185,11 @@ impl ReasonCode {
                 "RangeNotSatisfiable",
                 "The requested range is outside the file.",
             ),
+            ReasonCode::ClientClosedRequest => (
+                499,
+                "ClientClosedRequest",
+                "The client closed the connection before the response.",
+            ),
             ReasonCode::Overloaded => (
                 503,
                 "ServiceUnavailable",
@@ -219,11 +227,12 @@ impl ReasonCode {
             ReasonCode::UpstreamTimeout => "upstream_timeout",
             ReasonCode::Overloaded => "overloaded",
             ReasonCode::RangeNotSatisfiable => "range_not_satisfiable",
+            ReasonCode::ClientClosedRequest => "client_closed_request",
         }
     }
 
     /// Every reason, for tests that check the table is total and consistent.
-    pub const ALL: [ReasonCode; 20] = [
+    pub const ALL: [ReasonCode; 21] = [
         ReasonCode::InvalidPath,
         ReasonCode::InvalidRequest,
         ReasonCode::NotFound,
@@ -244,6 +253,7 @@ impl ReasonCode {
         ReasonCode::UpstreamTimeout,
         ReasonCode::Overloaded,
         ReasonCode::RangeNotSatisfiable,
+        ReasonCode::ClientClosedRequest,
     ];
 }
 

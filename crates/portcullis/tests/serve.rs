@@ -657,6 +657,13 @@ fn https_with_http2_by_alpn() {
         let resp = send.send_request(req).await.unwrap();
         let status = resp.status().as_u16();
         let version = resp.version();
+        // A Host that disagrees with :authority is refused before routing.
+        let req = http::Request::get("https://localhost/public/x")
+            .header("host", "other.test")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 400);
         (status, version)
     });
     assert_eq!(status, 200);
@@ -789,4 +796,85 @@ fn host_is_rewritten_or_preserved_as_configured() {
     let seen = up.seen();
     assert_eq!(seen[0].headers["host"], "gateway.test");
     assert_eq!(seen[0].target, "/public/~user/a/b");
+}
+
+#[test]
+fn a_slow_upload_that_keeps_moving_is_not_a_slow_upstream() {
+    use std::io::{Read, Write};
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    // The upstream has 1 s to answer once the body is in.
+    let (_d, config) = proxied(&up, "");
+    let gw = Gateway::start(&config);
+    let t = token(&config, "alice", &["user"], &["orders:write"]);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    write!(
+        s,
+        "POST /api/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nContent-Length: 15\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(b"x").unwrap();
+    }
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(up.seen()[0].body_len, 15);
+}
+
+#[test]
+fn a_client_that_leaves_early_still_gets_its_log_line() {
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.log");
+    let (_d, config) = quickstart_copy(&format!(
+        "[upstream]\nurl = \"http://{}\"\ntimeout = \"10s\"\n\n[log]\ndecisions = \"{}\"\n",
+        up.addr,
+        log.display()
+    ));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("path = \"/public/{*path}\"", "path = \"/{*path}\"");
+    std::fs::write(&config, text).unwrap();
+    let mut gw = Gateway::start(&config);
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+        s.write_all(b"GET /slow/leave HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(gw.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["error"], "ClientClosedRequest");
+    assert_eq!(line["decision"], "error");
+}
+
+#[test]
+fn the_echo_refuses_a_chunked_body_over_the_limit() {
+    let (_d, config) = quickstart_copy("[upstream]\necho = true\n\n[log]\ndecisions = \"off\"\n");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "scopes = [\"orders:write\"]",
+        "scopes = [\"orders:write\"]\nmax_body = \"1KiB\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let gw = Gateway::start(&config);
+    let t = token(&config, "alice", &["user"], &["orders:write"]);
+    let mut raw = format!(
+        "POST /api/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..3 {
+        raw.extend_from_slice(format!("400\r\n{}\r\n", "y".repeat(1024)).as_bytes());
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let (replies, closed) = exchange(gw.addr, &raw);
+    assert_eq!(replies[0].status, 413, "{}", replies[0].text());
+    assert_eq!(replies[0].header("connection"), Some("close"));
+    assert!(closed);
 }

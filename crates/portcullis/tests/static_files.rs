@@ -28,6 +28,7 @@ fn site(listing: bool) -> (tempfile::TempDir, std::path::PathBuf) {
     std::fs::write(dir.path().join("outside.txt"), "outside the root").unwrap();
     symlink(dir.path().join("outside.txt"), root.join("escape")).unwrap();
     symlink(root.join("hello.txt"), root.join("inside")).unwrap();
+    symlink(root.join(".env"), root.join("env-link")).unwrap();
     // Everything readable by an unprivileged user but the one secret file.
     open_up(dir.path());
     std::fs::set_permissions(
@@ -73,7 +74,7 @@ fn start(config: &Path) -> Gateway {
 fn nothing_outside_the_root_or_hidden_is_served() {
     let (_d, config) = site(false);
     let gw = start(&config);
-    for path in ["/public/escape", "/public/.env"] {
+    for path in ["/public/escape", "/public/.env", "/public/env-link"] {
         let r = get(gw.addr, path, &[]);
         assert_eq!(r.status, 404, "{path}: {}", r.text());
         assert_eq!(r.json()["error"], "NotFound");
@@ -98,10 +99,10 @@ fn folders_and_unreadable_files_are_403_with_their_codes() {
         (403, Some("FileNotReadable"))
     );
     assert!(!r.text().contains("secret.txt") || r.json()["message"] != "secret.txt");
-    let r = get(gw.addr, "/public/docs", &[]);
+    let r = get(gw.addr, "/public/docs?x=1", &[]);
     assert_eq!(
         (r.status, r.header("location")),
-        (308, Some("/public/docs/"))
+        (308, Some("/public/docs/?x=1"))
     );
     let r = get(gw.addr, "/public/withindex/", &[]);
     assert_eq!((r.status, r.text().as_str()), (200, "<p>index</p>"));

@@ -80,8 +80,10 @@ fn server(ctx: &Ctx, raw: &RawServer, errors: &mut Vec<ConfigError>) -> Server {
     if let Some(n) = size(&raw.max_header_bytes, errors) {
         limits.max_header_bytes = usize::try_from(n).unwrap_or(usize::MAX);
     }
-    if let Some(n) = size(&raw.max_uri_bytes, errors) {
-        limits.max_uri_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+    match size(&raw.max_uri_bytes, errors) {
+        Some(n) => limits.max_uri_bytes = usize::try_from(n).unwrap_or(usize::MAX),
+        // Unset, the URI limit follows a lowered header limit down.
+        None => limits.max_uri_bytes = limits.max_uri_bytes.min(limits.max_header_bytes),
     }
     if let Some(n) = size(&raw.max_body, errors) {
         limits.max_body = n;
@@ -158,6 +160,14 @@ fn check_limits(ctx: &Ctx, raw: &RawServer, l: &Limits, errors: &mut Vec<ConfigE
 fn upstream(ctx: &Ctx, u: &Spanned<RawUpstream>) -> Result<Upstream, ConfigError> {
     let raw = u.get_ref();
     let echo = raw.echo.as_ref().is_some_and(|e| *e.get_ref());
+    let url_only =
+        raw.preserve_host.is_some() || raw.connect_timeout.is_some() || raw.timeout.is_some();
+    let static_only = raw.directory_listing.is_some() || raw.index.is_some();
+    if (url_only && raw.url.is_none()) || (static_only && raw.static_dir.is_none()) {
+        return Err(ctx
+            .err(u.span(), "a key here belongs to another kind of upstream")
+            .help("preserve_host, connect_timeout and timeout go with `url`; directory_listing and index with `static_dir`"));
+    }
     match (&raw.url, &raw.static_dir, echo) {
         (Some(url), None, false) => {
             let parsed: http::Uri = url
@@ -193,6 +203,13 @@ fn upstream(ctx: &Ctx, u: &Spanned<RawUpstream>) -> Result<Upstream, ConfigError
             }))
         }
         (None, Some(dir), false) => {
+            let index = raw.index.clone().unwrap_or_else(|| "index.html".to_owned());
+            if index.contains(['/', '\\']) || index.starts_with('.') {
+                return Err(ctx.err(
+                    u.span(),
+                    format!("index {index:?} must be a plain, visible file name"),
+                ));
+            }
             let path = ctx.path(dir.get_ref());
             let root = std::fs::canonicalize(&path)
                 .ok()
@@ -202,8 +219,7 @@ fn upstream(ctx: &Ctx, u: &Spanned<RawUpstream>) -> Result<Upstream, ConfigError
                 })?;
             Ok(Upstream::StaticDir(StaticSite {
                 root,
-                index: Some(raw.index.clone().unwrap_or_else(|| "index.html".to_owned()))
-                    .filter(|i| !i.is_empty()),
+                index: Some(index).filter(|i| !i.is_empty()),
                 listing: raw.directory_listing.unwrap_or(false),
             }))
         }

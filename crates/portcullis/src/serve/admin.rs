@@ -88,6 +88,7 @@ impl Metrics {
 pub async fn run(listener: TcpListener, render: Arc<dyn Fn() -> String + Send + Sync>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let render = Arc::clone(&render);
@@ -96,9 +97,11 @@ pub async fn run(listener: TcpListener, render: Arc<dyn Fn() -> String + Send + 
                 let render = Arc::clone(&render);
                 async move { Ok::<_, Infallible>(answer(req.uri().path(), &*render)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
         });
     }
 }

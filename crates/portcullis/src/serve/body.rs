@@ -99,23 +99,46 @@ impl std::fmt::Display for TooLarge {
 
 impl std::error::Error for TooLarge {}
 
+/// What the server learns about a request body as it streams.
+#[derive(Debug, Default)]
+pub struct BodyWatch {
+    /// The body went over its limit.
+    pub tripped: AtomicBool,
+    /// The body ended.
+    pub ended: AtomicBool,
+    /// Frames read so far (progress, for the upstream deadline).
+    pub frames: std::sync::atomic::AtomicU64,
+}
+
 /// A request body that fails once more than `limit` bytes arrive, and
-/// raises `tripped` so the caller can answer 413 whatever error the
-/// upstream client reports.
+/// reports through a [`BodyWatch`] when it trips and when it ends, so the
+/// caller can answer 413 whatever error the upstream client reports, and
+/// start the upstream's response timeout only once the upload is over.
 #[derive(Debug)]
 pub struct Capped<B> {
     inner: B,
     left: u64,
-    tripped: Arc<AtomicBool>,
+    watch: Arc<BodyWatch>,
+    ended: bool,
 }
 
-impl<B> Capped<B> {
+impl<B: HttpBody> Capped<B> {
     /// Cap `inner` at `limit` bytes.
-    pub fn new(inner: B, limit: u64, tripped: Arc<AtomicBool>) -> Self {
-        Capped {
+    pub fn new(inner: B, limit: u64, watch: Arc<BodyWatch>) -> Self {
+        let mut c = Capped {
             inner,
             left: limit,
-            tripped,
+            watch,
+            ended: false,
+        };
+        c.check_end();
+        c
+    }
+
+    fn check_end(&mut self) {
+        if !self.ended && self.inner.is_end_stream() {
+            self.ended = true;
+            self.watch.ended.store(true, Ordering::Release);
         }
     }
 }
@@ -134,15 +157,23 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-            None => Poll::Ready(None),
+            None => {
+                if !this.ended {
+                    this.ended = true;
+                    this.watch.ended.store(true, Ordering::Release);
+                }
+                Poll::Ready(None)
+            }
             Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
             Some(Ok(frame)) => {
                 let n = frame.data_ref().map_or(0, |d| d.len() as u64);
                 if n > this.left {
-                    this.tripped.store(true, Ordering::Relaxed);
+                    this.watch.tripped.store(true, Ordering::Relaxed);
                     return Poll::Ready(Some(Err(Box::new(TooLarge))));
                 }
                 this.left -= n;
+                this.watch.frames.fetch_add(1, Ordering::Relaxed);
+                this.check_end();
                 Poll::Ready(Some(Ok(frame)))
             }
         }

@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use portcullis_core::ReasonCode;
 use portcullis_core::authn::Identity;
 use serde_json::json;
 
-use super::body::{Body, full};
+use super::body::{Body, BodyWatch, full};
 use super::guard::REFUSED_HEADER;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
@@ -213,13 +213,14 @@ impl Proxy {
     }
 
     /// Send `req` (headers already rewritten) to `path?query` on the
-    /// upstream. `tripped` reports whether the body went over its cap.
+    /// upstream. The response timeout starts once `watch` says the request
+    /// body has ended, so a long upload is not a slow upstream.
     pub async fn send(
         &self,
         mut req: Request<Body>,
         path: &str,
         query: Option<&str>,
-        tripped: &Arc<AtomicBool>,
+        watch: &Arc<BodyWatch>,
     ) -> Result<Response<Body>, Fault> {
         let mut target = format!("{}{path}", self.prefix);
         if let Some(q) = query {
@@ -242,15 +243,19 @@ impl Proxy {
         {
             req.headers_mut().insert(header::HOST, v);
         }
-        let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        let deadline = upstream_deadline(watch, self.timeout);
+        let sent = tokio::select! {
+            r = self.client.request(req) => Ok(r),
+            () = deadline => Err(()),
+        };
         let mut resp = match sent {
-            Err(_) => {
+            Err(()) => {
                 return Err(Fault {
                     reason: ReasonCode::UpstreamTimeout,
                     detail: format!("no response head within {:?}", self.timeout),
                 });
             }
-            Ok(Err(_)) if tripped.load(Ordering::Relaxed) => {
+            Ok(Err(_)) if watch.tripped.load(Ordering::Relaxed) => {
                 return Err(Fault {
                     reason: ReasonCode::PayloadTooLarge,
                     detail: "the body went over the limit while streaming".into(),
@@ -269,6 +274,24 @@ impl Proxy {
     }
 }
 
+/// Ends once the upstream has had `timeout` to answer after the request
+/// body ended, or once the upload made no progress for `timeout` (an
+/// upstream that stopped reading). A long upload that keeps moving is not a
+/// slow upstream.
+async fn upstream_deadline(watch: &BodyWatch, timeout: std::time::Duration) {
+    loop {
+        let ended = watch.ended.load(Ordering::Acquire);
+        let frames = watch.frames.load(Ordering::Relaxed);
+        tokio::time::sleep(timeout).await;
+        if ended
+            || (!watch.ended.load(Ordering::Acquire)
+                && watch.frames.load(Ordering::Relaxed) == frames)
+        {
+            return;
+        }
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
@@ -282,7 +305,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The built-in echo: what an upstream would have received, as JSON.
 /// Credentials are not echoed.
-pub async fn echo(req: Request<Body>, path: &str, query: Option<&str>) -> Response<Body> {
+pub async fn echo(
+    req: Request<Body>,
+    path: &str,
+    query: Option<&str>,
+    watch: &BodyWatch,
+) -> Result<Response<Body>, Fault> {
     let (parts, body) = req.into_parts();
     let mut headers = serde_json::Map::new();
     for (name, value) in &parts.headers {
@@ -303,7 +331,17 @@ pub async fn echo(req: Request<Body>, path: &str, query: Option<&str>) -> Respon
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(f) => body_bytes += f.data_ref().map_or(0, |d| d.len() as u64),
-            Err(_) => break,
+            Err(e) => {
+                let reason = if watch.tripped.load(Ordering::Relaxed) {
+                    ReasonCode::PayloadTooLarge
+                } else {
+                    ReasonCode::UpstreamUnavailable
+                };
+                return Err(Fault {
+                    reason,
+                    detail: format!("reading the request body: {e}"),
+                });
+            }
         }
     }
     let doc = json!({
@@ -321,7 +359,7 @@ pub async fn echo(req: Request<Body>, path: &str, query: Option<&str>) -> Respon
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    r
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -23,7 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::admin::Metrics;
-use super::body::{Body, Capped, full, has_body};
+use super::body::{Body, BodyWatch, Capped, full, has_body};
 use super::forward::{self, Fault, Hop, Proxy};
 use super::guard::{REFUSED_HEADER, Refusal};
 use super::log::{DecisionLog, Entry};
@@ -91,57 +90,58 @@ impl Gateway {
         // Stage 1: the id comes first so every answer, even a refusal of a
         // malformed head, carries it.
         let request_id = reqid::assign(req.headers(), peer, &self.trusted);
+        // Stage 11 starts here: whichever way the request ends, even with
+        // the client gone before the answer, this writes its one log line.
+        let mut record = Record::new(self, at, started, request_id, peer, req.method());
         // Stage 1: heads the connection guard refused, and the same limits
         // for HTTP/2, whose heads the guard does not parse.
         if let Some(reason) = self.refused_head(&req) {
-            let out = self.refuse(&req, &request_id, reason, Stage::Parse, String::new(), true);
-            return self
-                .finish(out, at, started, &request_id, peer, &req, None)
-                .await;
+            let out = self.refuse(
+                &req,
+                &record.request_id,
+                reason,
+                Stage::Parse,
+                String::new(),
+                true,
+            );
+            return record.finish(out, None).await;
         }
         authority_as_host(&mut req);
         // Stage 2: the client address. Resolution through trusted proxies'
         // forwarding headers arrives with the network controls; until then
         // it is the TCP peer.
         let client = peer;
+        record.client = client;
         // Stages 7-9: route, authenticate, authorize. The engine is pure and
         // cannot fail; a denial here is final and nothing reaches the upstream.
         let decision = self.decide(&req, client);
         if decision.denial().is_some() {
-            let out = self.deny(&req, &request_id, &decision);
-            return self
-                .finish(out, at, started, &request_id, client, &req, Some(decision))
-                .await;
+            let out = self.deny(&req, &record.request_id, &decision);
+            return record.finish(out, Some(decision)).await;
         }
         // Stage 1, late: the body limit belongs to the route just matched.
         let limit = self.body_limit(&decision);
         if declared_length(&req).is_some_and(|n| n > limit) {
             let detail = format!("Content-Length over the route's {limit} bytes");
-            let out = self.refuse(
-                &req,
-                &request_id,
-                ReasonCode::PayloadTooLarge,
-                Stage::Parse,
-                detail,
-                true,
-            );
-            return self
-                .finish(out, at, started, &request_id, client, &req, Some(decision))
-                .await;
+            let reason = ReasonCode::PayloadTooLarge;
+            let out = self.refuse(&req, &record.request_id, reason, Stage::Parse, detail, true);
+            return record.finish(out, Some(decision)).await;
         }
         // Stage 10: forward to the upstream, the static files or the echo.
         let hop = Hop {
             client,
             proto: if conn.tls { "https" } else { "http" },
             trusted,
-            request_id: &request_id,
+            request_id: &record.request_id,
         };
         let (parts, body) = req.into_parts();
+        let unread_body = has_body(&body);
         let head = Request::from_parts(parts, ());
-        let out = self.forward(&head, body, &decision, &hop, limit).await;
+        let out = self
+            .forward(&head, body, &decision, &hop, limit, unread_body)
+            .await;
         // Stage 11: record, off the request path (the writer thread formats).
-        self.finish(out, at, started, &request_id, client, &head, Some(decision))
-            .await
+        record.finish(out, Some(decision)).await
     }
 
     fn refused_head<B>(&self, req: &Request<B>) -> Option<ReasonCode> {
@@ -160,6 +160,16 @@ impl Gateway {
         }
         if req.version() != Version::HTTP_2 {
             return None;
+        }
+        // Routing reads `Host`; over HTTP/2 it must not disagree with the
+        // `:authority` the connection's peers see.
+        if let (Some(host), Some(authority)) =
+            (req.headers().get(header::HOST), req.uri().authority())
+            && !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        {
+            return Some(ReasonCode::InvalidRequest);
         }
         let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if uri_len > self.limits.max_uri_bytes {
@@ -217,12 +227,19 @@ impl Gateway {
         decision: &Decision,
         hop: &Hop<'_>,
         limit: u64,
+        unread_body: bool,
     ) -> Outcome {
         let path = decision.path.as_deref().unwrap_or("/");
         let result = match &self.target {
-            Target::Static(site) => static_files::serve(site, head.method(), path, head.headers())
-                .await
-                .map_err(|r| (r.reason, r.detail, r.headers)),
+            Target::Static(site) => static_files::serve(
+                site,
+                head.method(),
+                path,
+                decision.query.as_deref(),
+                head.headers(),
+            )
+            .await
+            .map_err(|r| (r.reason, r.detail, r.headers)),
             Target::Proxy(_) | Target::Echo => self
                 .pass_on(head, body, decision, hop, limit)
                 .await
@@ -239,8 +256,14 @@ impl Gateway {
                 }
             }
             Err((reason, detail, extra)) => {
-                let mut out =
-                    self.refuse(head, hop.request_id, reason, Stage::Forward, detail, false);
+                // A body over the limit is a stage 1 refusal wherever it
+                // was found; an unread body must not become the next request.
+                let stage = if reason == ReasonCode::PayloadTooLarge {
+                    Stage::Parse
+                } else {
+                    Stage::Forward
+                };
+                let mut out = self.refuse(head, hop.request_id, reason, stage, detail, unread_body);
                 for (name, value) in extra {
                     if let Ok(v) = HeaderValue::from_str(&value) {
                         out.response.headers_mut().insert(name, v);
@@ -263,16 +286,16 @@ impl Gateway {
     ) -> Result<Response<Body>, Fault> {
         let path = decision.path.as_deref().unwrap_or("/");
         let query = decision.query.as_deref();
-        let tripped = Arc::new(AtomicBool::new(false));
-        let body = Capped::new(body, limit, Arc::clone(&tripped));
+        let watch = Arc::new(BodyWatch::default());
+        let body = Capped::new(body, limit, Arc::clone(&watch));
         let mut up = Request::new(http_body_util::BodyExt::boxed_unsync(body));
         *up.method_mut() = head.method().clone();
         *up.headers_mut() = head.headers().clone();
         let identity = decision.identity.as_deref();
         forward::upstream_headers(up.headers_mut(), hop, identity, &self.identity);
         match &self.target {
-            Target::Proxy(proxy) => proxy.send(up, path, query, &tripped).await,
-            _ => Ok(forward::echo(up, path, query).await),
+            Target::Proxy(proxy) => proxy.send(up, path, query, &watch).await,
+            _ => forward::echo(up, path, query, &watch).await,
         }
     }
 
@@ -340,34 +363,77 @@ impl Gateway {
         }
         resp
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    async fn finish<B>(
-        &self,
-        out: Outcome,
+/// One request's log line in the making. [`Record::finish`] writes it with
+/// the response; if the request is dropped first (the client went away, the
+/// drain ended), `Drop` writes it with status 499.
+struct Record<'g> {
+    gateway: &'g Gateway,
+    at: SystemTime,
+    started: Instant,
+    request_id: String,
+    client: IpAddr,
+    method: http::Method,
+    done: bool,
+}
+
+impl<'g> Record<'g> {
+    fn new(
+        gateway: &'g Gateway,
         at: SystemTime,
         started: Instant,
-        request_id: &str,
+        request_id: String,
         client: IpAddr,
-        req: &Request<B>,
-        decision: Option<Decision>,
-    ) -> Response<Body> {
+        method: &http::Method,
+    ) -> Self {
+        Record {
+            gateway,
+            at,
+            started,
+            request_id,
+            client,
+            method: method.clone(),
+            done: false,
+        }
+    }
+
+    fn entry(&self, status: u16, refusal: Option<(ReasonCode, Stage, String)>) -> Entry {
+        Entry {
+            at: self.at,
+            request_id: self.request_id.clone(),
+            client: self.client,
+            method: self.method.clone(),
+            decision: None,
+            refusal,
+            status,
+            latency: self.started.elapsed(),
+            upstream_status: None,
+        }
+    }
+
+    async fn finish(mut self, out: Outcome, decision: Option<Decision>) -> Response<Body> {
+        self.done = true;
         let status = out.response.status().as_u16();
-        self.metrics.count_response(status);
-        self.log
-            .record(Entry {
-                at,
-                request_id: request_id.to_owned(),
-                client,
-                method: req.method().clone(),
-                decision,
-                refusal: out.refusal,
-                status,
-                latency: started.elapsed(),
-                upstream_status: out.upstream_status,
-            })
-            .await;
+        self.gateway.metrics.count_response(status);
+        let mut entry = self.entry(status, out.refusal);
+        entry.decision = decision;
+        entry.upstream_status = out.upstream_status;
+        self.gateway.log.record(entry).await;
         out.response
+    }
+}
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let reason = ReasonCode::ClientClosedRequest;
+        let detail = "the connection closed before the response was ready".to_owned();
+        let entry = self.entry(reason.info().status, Some((reason, Stage::Forward, detail)));
+        self.gateway.metrics.count_response(entry.status);
+        self.gateway.log.record_now(entry);
     }
 }
 

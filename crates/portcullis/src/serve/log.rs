@@ -117,6 +117,15 @@ impl DecisionLog {
         }
     }
 
+    /// Queue one line without waiting (from `Drop`, which cannot await); a
+    /// full queue counts it as failed rather than losing it silently.
+    pub fn record_now(&self, entry: Entry) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send(entry).is_err() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The counters.
     pub fn stats(&self) -> &LogStats {
         &self.stats
@@ -202,8 +211,14 @@ impl<'a> Line<'a> {
             Some(Verdict::Deny(den)) => den.policies.iter().map(|p| &**p).collect(),
             None => Vec::new(),
         };
-        let decision = match (e.status, error) {
-            (500.., _) => "error",
+        // A gateway fault (502/503/504, 499) is an error; a refusal is a
+        // deny; an upstream's own 5xx on an allowed request is still an allow.
+        let decision = match (&e.refusal, error) {
+            (Some((r, _, _)), _)
+                if r.info().status >= 500 || *r == ReasonCode::ClientClosedRequest =>
+            {
+                "error"
+            }
             (_, Some(_)) => "deny",
             _ => "allow",
         };

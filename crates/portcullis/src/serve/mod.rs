@@ -256,11 +256,15 @@ fn connection_builder(server: &portcullis_config::Server) -> auto::Builder<Tokio
         // must never be the tighter ones.
         .max_headers(l.max_headers)
         .max_buf_size((l.max_header_bytes + 8192).max(16 * 1024));
+    // h2 counts 32 bytes of overhead per field where the gateway counts 4:
+    // leave room so the gateway's own JSON 431 is what a client meets. No
+    // keep-alive pings: they would keep an idle connection from its deadline.
+    let h2_list = l.max_header_bytes + 32 * l.max_headers;
     b.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(h2_list).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(None);
     b
 }
 
@@ -334,7 +338,12 @@ impl Drop for Release {
 }
 
 /// Over the connection cap: a plaintext client is told 503 before the close.
-async fn refuse_overloaded(mut stream: TcpStream, plaintext: bool) {
+async fn refuse_overloaded(stream: TcpStream, plaintext: bool) {
+    // A client that does not read cannot hold this task either.
+    let _ = tokio::time::timeout(Duration::from_secs(2), write_overloaded(stream, plaintext)).await;
+}
+
+async fn write_overloaded(mut stream: TcpStream, plaintext: bool) {
     if plaintext {
         let r = render(&Face::of(ReasonCode::Overloaded), None, "-");
         let head = format!(
@@ -351,6 +360,17 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
+        // SIGHUP would end the process without a drain; reloading comes
+        // later, so until then it is reported and ignored.
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    eprintln!(
+                        "portcullis: SIGHUP ignored: configuration reload is not supported yet"
+                    );
+                }
+            });
+        }
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {

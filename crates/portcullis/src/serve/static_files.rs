@@ -46,6 +46,7 @@ pub async fn serve(
     site: &StaticSite,
     method: &Method,
     path: &str,
+    query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, Refusal> {
     if method != Method::GET && method != Method::HEAD {
@@ -61,7 +62,11 @@ pub async fn serve(
     let meta = metadata(&found).await?;
     if meta.is_dir() {
         if !path.ends_with('/') {
-            return Ok(redirect(&format!("{path}/")));
+            let location = match query {
+                Some(q) => format!("{path}/?{q}"),
+                None => format!("{path}/"),
+            };
+            return Ok(redirect(&location));
         }
         if let Some(index) = &site.index {
             match resolve(&site.root, &found.join(index)).await {
@@ -108,20 +113,29 @@ fn relative_path(path: &str) -> Result<PathBuf, Refusal> {
     Ok(out)
 }
 
-/// Resolve symlinks; the result must lie inside `root`.
+/// Resolve symlinks; the result must lie inside `root` and, like the
+/// request path, name no hidden file or folder (a symlink to `.env` is as
+/// hidden as `.env`).
 async fn resolve(root: &Path, p: &Path) -> Result<PathBuf, Refusal> {
     match tokio::fs::canonicalize(p).await {
-        Ok(real) if real.starts_with(root) => Ok(real),
+        Ok(real) if real.starts_with(root) && !hidden(root, &real) => Ok(real),
         Ok(real) => Err(refuse(
             ReasonCode::NotFound,
             format!(
-                "{} resolves to {}, outside the root",
+                "{} resolves to {}, outside the root or hidden",
                 p.display(),
                 real.display()
             ),
         )),
         Err(e) => Err(io_refusal(p, &e)),
     }
+}
+
+fn hidden(root: &Path, real: &Path) -> bool {
+    real.strip_prefix(root).is_ok_and(|rel| {
+        rel.components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+    })
 }
 
 async fn metadata(p: &Path) -> Result<std::fs::Metadata, Refusal> {
