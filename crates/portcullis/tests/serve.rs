@@ -664,6 +664,24 @@ fn https_with_http2_by_alpn() {
             .unwrap();
         let resp = send.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 400);
+
+        // HTTP/1.1 by ALPN goes through the framing guard like plaintext.
+        let mut cfg = (**connector.config()).clone();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tls.write_all(b"POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("InvalidFraming"), "{answer}");
         (status, version)
     });
     assert_eq!(status, 200);
@@ -877,4 +895,68 @@ fn the_echo_refuses_a_chunked_body_over_the_limit() {
     assert_eq!(replies[0].status, 413, "{}", replies[0].text());
     assert_eq!(replies[0].header("connection"), Some("close"));
     assert!(closed);
+}
+
+#[test]
+fn a_100_mb_download_streams_through_with_flat_memory() {
+    use std::io::{Read, Write};
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    let (_d, config) = proxied(&up, "timeout = \"30s\"");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("path = \"/public/{*path}\"", "path = \"/{*path}\"");
+    std::fs::write(&config, text).unwrap();
+    let gw = Gateway::start(&config);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET /big/file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Read slowly at first, so a gateway that buffered would have to hold it.
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let started = std::time::Instant::now();
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if started.elapsed() < Duration::from_millis(500) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert!(total > 100 << 20, "{total} bytes");
+    let peak_mib = gw.peak_rss_kib() / 1024;
+    eprintln!("peak RSS during a 100 MiB download: {peak_mib} MiB");
+    assert!(
+        peak_mib < 64,
+        "peak RSS {peak_mib} MiB: the body was buffered"
+    );
+}
+
+#[test]
+fn h2c_with_prior_knowledge() {
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    let (_d, config) = proxied(&up, "");
+    let gw = Gateway::start(&config);
+    let (status, version) = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("http://gateway.test/public/h2c")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        (resp.status().as_u16(), resp.version())
+    });
+    assert_eq!((status, version), (200, http::Version::HTTP_2));
+    let seen = up.seen();
+    assert_eq!(seen[0].target, "/public/h2c");
+    assert_eq!(seen[0].headers["x-forwarded-host"], "gateway.test");
 }

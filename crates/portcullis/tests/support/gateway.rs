@@ -29,7 +29,8 @@ pub struct Seen {
 }
 
 /// The recording upstream. `/slow/...` answers after 3 s; `/reset/...`
-/// drops the connection without answering; anything else is 200.
+/// drops the connection without answering; `/big/...` streams 100 MiB;
+/// anything else is 200.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -71,10 +72,36 @@ impl Upstream {
     }
 }
 
+/// A body of `left` bytes, made as it is read.
+struct Repeat {
+    left: u64,
+    chunk: Bytes,
+}
+
+impl hyper::body::Body for Repeat {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len() as u64);
+        self.left -= n;
+        let data = self.chunk.slice(..n as usize);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+}
+
+type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
 async fn answer(
     req: Request<Incoming>,
     record: &Mutex<Vec<Seen>>,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
+) -> Result<Response<TestBody>, std::io::Error> {
     let (parts, mut body) = req.into_parts();
     let mut body_len = 0u64;
     while let Some(frame) = body.frame().await {
@@ -100,9 +127,19 @@ async fn answer(
     if target.starts_with("/reset") {
         return Err(std::io::Error::other("reset"));
     }
-    let mut r = Response::new(Full::new(Bytes::from(format!(
-        "upstream saw {target} ({body_len} bytes)"
-    ))));
+    if target.starts_with("/big") {
+        let body = Repeat {
+            left: 100 << 20,
+            chunk: Bytes::from(vec![b'b'; 1 << 20]),
+        };
+        return Ok(Response::new(body.boxed_unsync()));
+    }
+    let mut r = Response::new(
+        Full::new(Bytes::from(format!(
+            "upstream saw {target} ({body_len} bytes)"
+        )))
+        .boxed_unsync(),
+    );
     r.headers_mut().insert("x-upstream", "yes".parse().unwrap());
     r.headers_mut()
         .insert("connection", "x-upstream-hop".parse().unwrap());
