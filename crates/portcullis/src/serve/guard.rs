@@ -470,6 +470,27 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
     }
 }
 
+impl<IO> Guarded<IO> {
+    /// After a write: progress resets the deadline; a client that does not
+    /// take what is written to it is idle whatever else is in flight.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Pending => {
+                self.poll_idle(cx)?;
+                Poll::Pending
+            }
+            Poll::Ready(r) => {
+                self.last_io = Instant::now();
+                Poll::Ready(r)
+            }
+        }
+    }
+}
+
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -477,16 +498,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, data) {
-            Poll::Pending => {
-                this.poll_idle(cx)?;
-                Poll::Pending
-            }
-            Poll::Ready(r) => {
-                this.last_io = Instant::now();
-                Poll::Ready(r)
-            }
-        }
+        let r = Pin::new(&mut this.io).poll_write(cx, data);
+        this.wrote(cx, r)
     }
 
     fn poll_write_vectored(
@@ -495,16 +508,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Pending => {
-                this.poll_idle(cx)?;
-                Poll::Pending
-            }
-            Poll::Ready(r) => {
-                this.last_io = Instant::now();
-                Poll::Ready(r)
-            }
-        }
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
