@@ -960,3 +960,61 @@ fn h2c_with_prior_knowledge() {
     assert_eq!(seen[0].target, "/public/h2c");
     assert_eq!(seen[0].headers["x-forwarded-host"], "gateway.test");
 }
+
+#[path = "support/loopback.rs"]
+mod loopback;
+
+#[test]
+fn a_token_from_a_rotated_jwks_key_passes_once_the_server_refetches() {
+    use portcullis_core::jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let keys = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/keys");
+    let jwks = |f: &str| std::fs::read_to_string(keys.join(f)).unwrap();
+    let state = std::sync::Arc::new(std::sync::Mutex::new((200u16, jwks("rsa.jwks.json"))));
+    let jwks_addr = loopback::serve(std::sync::Arc::clone(&state));
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    let (_d, config) = proxied(&up, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("algorithms = [\"HS256\"]", "algorithms = [\"RS256\"]")
+        .replace(
+            "kid = \"quickstart\"\nsecret = \"quickstart-secret-do-not-use-in-production-0123456789\"",
+            &format!("jwks_url = \"http://{jwks_addr}/jwks.json\""),
+        );
+    assert!(text.contains("jwks_url"));
+    std::fs::write(&config, text).unwrap();
+    let gw = Gateway::start(&config);
+
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-2".into());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({"sub": "123", "roles": ["user"], "iss": "portcullis-quickstart", "aud": "quickstart-api", "exp": exp});
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(keys.join("rsa2.key")).unwrap()).unwrap();
+    let bearer = format!("Bearer {}", encode(&header, &claims, &key).unwrap());
+
+    // Not yet published: refused, and the unknown kid wakes the refresher.
+    let r = get(gw.addr, "/users/123", &[("Authorization", &bearer)]);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (401, Some("InvalidToken"))
+    );
+    state.lock().unwrap().1 = jwks("rsa2.jwks.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    loop {
+        let r = get(gw.addr, "/users/123", &[("Authorization", &bearer)]);
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated key never arrived: {}",
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(up.seen().last().unwrap().headers["x-auth-subject"], "123");
+}
