@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
         method: &method,
         target,
         headers: &headers,
-        client_ip: [192, 0, 2, 1].into(),
+        peer: [192, 0, 2, 1].into(),
         now: 1_800_000_000,
     };
     let d = loaded.engine.decide(&facts);

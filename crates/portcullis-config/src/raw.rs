@@ -36,6 +36,9 @@ pub struct RawServer {
     /// Peers (CIDRs) whose `X-Request-Id` and forwarding headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// The header trusted proxies name the client in: `X-Forwarded-For`
+    /// (default), `Forwarded`, or a single-address header such as `X-Real-IP`.
+    pub client_ip_header: Option<Spanned<String>>,
     /// Open connections at most; more are answered 503 and closed.
     pub max_connections: Option<Spanned<usize>>,
     /// Bytes of the request line and headers together (431 above).

@@ -461,6 +461,11 @@ fn serving_settings_are_checked_where_they_stand() {
             "plain, visible file name",
         ),
         (
+            "[server]\nclient_ip_header = \"X-Real-IP\"\n",
+            "portcullis.toml:2:20",
+            "none are listed",
+        ),
+        (
             "[log]\nqueue = 0\n",
             "portcullis.toml:2:9",
             "at least one line",

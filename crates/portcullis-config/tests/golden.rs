@@ -57,7 +57,7 @@ fn send(method: &str, target: &str, headers: &[(&str, &str)]) -> Seen {
         method: &method,
         target,
         headers: &map,
-        client_ip: "192.0.2.1".parse().unwrap(),
+        peer: "192.0.2.1".parse().unwrap(),
         now: NOW,
     };
     let d = quickstart().engine.decide(&facts);

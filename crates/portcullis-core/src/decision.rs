@@ -191,6 +191,10 @@ pub struct Decision {
     /// Permit policies that failed to evaluate on an allowed request (they
     /// could not deny, so the request passed; the operator should know).
     pub policy_errors: Vec<String>,
+    /// The TCP peer.
+    pub peer: std::net::IpAddr,
+    /// The client, once resolved (stage 2).
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl Decision {
@@ -265,6 +269,11 @@ impl Decision {
                     self.policy_errors.join("; ")
                 ),
                 Verdict::Deny(d) => d.hint.clone(),
+            },
+            Stage::Client => match self.client {
+                Some(c) if c == self.peer => format!("client {c} (the TCP peer)"),
+                Some(c) => format!("client {c}, named by trusted proxy {}", self.peer),
+                None => String::new(),
             },
             // The server records what forwarding did; the engine never gets there.
             Stage::Forward => String::new(),

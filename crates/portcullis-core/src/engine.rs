@@ -9,6 +9,7 @@ use http::{HeaderMap, Method};
 
 use crate::authn::{AuthFailure, AuthOutcome, Authenticator, Identity, TokenError};
 use crate::authz::{AuthzInput, AuthzOutcome, AuthzVerdict, CedarPolicy};
+use crate::client::ClientAddressPolicy;
 use std::sync::Arc;
 
 use crate::decision::{
@@ -28,8 +29,9 @@ pub struct RequestFacts<'a> {
     pub target: &'a str,
     /// The request headers.
     pub headers: &'a HeaderMap,
-    /// The client address (already resolved through trusted proxies).
-    pub client_ip: IpAddr,
+    /// The TCP peer's address. The engine resolves the client from it and,
+    /// when the peer is a trusted proxy, the forwarding header.
+    pub peer: IpAddr,
     /// The current time, Unix seconds.
     pub now: i64,
 }
@@ -37,6 +39,7 @@ pub struct RequestFacts<'a> {
 /// A validated, compiled configuration: the only thing `decide` reads.
 #[derive(Debug)]
 pub struct Engine {
+    client: ClientAddressPolicy,
     table: RouteTable,
     routes: Vec<RouteSpec>,
     authn: Authenticator,
@@ -53,11 +56,24 @@ impl Engine {
         policy: CedarPolicy,
     ) -> Self {
         Engine {
+            client: ClientAddressPolicy::default(),
             table,
             routes,
             authn,
             policy,
         }
+    }
+
+    /// Resolve client addresses with `policy` (trusted proxies and their
+    /// header) instead of always taking the TCP peer.
+    pub fn with_client_policy(mut self, policy: ClientAddressPolicy) -> Self {
+        self.client = policy;
+        self
+    }
+
+    /// How client addresses are resolved.
+    pub fn client_policy(&self) -> &ClientAddressPolicy {
+        &self.client
     }
 
     /// The authenticator (the server refreshes JWKS keys through it).
@@ -89,6 +105,8 @@ impl Engine {
             trace: Trace::default(),
             unknown_key_id: false,
             policy_errors: Vec::new(),
+            peer: facts.peer.to_canonical(),
+            client: None,
         };
 
         // 1. Parse: one canonical path, before anything looks at the path, so
@@ -104,6 +122,20 @@ impl Engine {
         d.query = target.query;
         d.path = Some(target.path);
         d.step(Stage::Parse, StepOutcome::Pass);
+
+        // 2. Client: the address every later stage and the log use, believed
+        //    from a forwarding header only when a trusted proxy sent it.
+        let client = match self.client.resolve(facts.peer, facts.headers) {
+            Ok((ip, _)) => ip,
+            Err(why) => {
+                return refuse(
+                    d,
+                    simple(ReasonCode::InvalidClientAddress, Stage::Client, why),
+                );
+            }
+        };
+        d.client = Some(client);
+        d.step(Stage::Client, StepOutcome::Pass);
 
         // 7. Route: which action and resource this is, and whether it exists.
         let (route_id, params) = match self.table.find(
@@ -163,7 +195,7 @@ impl Engine {
             identity: identity.as_ref(),
             action: &route.action,
             resource: &resource,
-            client_ip: facts.client_ip,
+            client_ip: client,
             method: facts.method.as_str(),
             path: d.path.as_deref().unwrap_or("/"),
             route: &route.name,

@@ -9,6 +9,7 @@
 pub mod accept;
 pub mod authn;
 pub mod authz;
+pub mod client;
 pub mod decision;
 pub mod engine;
 pub mod normalize;

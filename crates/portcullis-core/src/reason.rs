@@ -11,6 +11,8 @@ use std::fmt;
 pub enum Stage {
     /// Stage 1: parse and normalise the request target and headers.
     Parse,
+    /// Stage 2: the client address, through trusted proxies.
+    Client,
     /// Stage 7: match the canonical path against the route table.
     Route,
     /// Stage 8: verify the credential the route asks for.
@@ -26,6 +28,7 @@ impl Stage {
     pub const fn as_str(self) -> &'static str {
         match self {
             Stage::Parse => "parse",
+            Stage::Client => "client",
             Stage::Route => "route",
             Stage::Authenticate => "authenticate",
             Stage::Authorize => "authorize",
@@ -65,6 +68,9 @@ pub enum ReasonCode {
     AccessDenied,
     /// A policy could not be evaluated for this request; refused to fail closed.
     PolicyError,
+    /// A trusted proxy's forwarding header names a client address that is
+    /// malformed or not canonical.
+    InvalidClientAddress,
     /// The request target is longer than the server accepts.
     UriTooLong,
     /// The request line and headers are too large or too many.
@@ -144,6 +150,11 @@ impl ReasonCode {
                 "AccessDenied",
                 "You are not allowed to perform this action.",
             ),
+            ReasonCode::InvalidClientAddress => (
+                400,
+                "InvalidClientAddress",
+                "The forwarded client address is malformed.",
+            ),
             ReasonCode::UriTooLong => (414, "UriTooLong", "The request target is too long."),
             ReasonCode::HeadersTooLarge => (
                 431,
@@ -217,6 +228,7 @@ impl ReasonCode {
             ReasonCode::InsufficientScope => "insufficient_scope",
             ReasonCode::AccessDenied => "access_denied",
             ReasonCode::PolicyError => "policy_error",
+            ReasonCode::InvalidClientAddress => "invalid_client_address",
             ReasonCode::UriTooLong => "uri_too_long",
             ReasonCode::HeadersTooLarge => "headers_too_large",
             ReasonCode::PayloadTooLarge => "payload_too_large",
@@ -232,7 +244,7 @@ impl ReasonCode {
     }
 
     /// Every reason, for tests that check the table is total and consistent.
-    pub const ALL: [ReasonCode; 21] = [
+    pub const ALL: [ReasonCode; 22] = [
         ReasonCode::InvalidPath,
         ReasonCode::InvalidRequest,
         ReasonCode::NotFound,
@@ -243,6 +255,7 @@ impl ReasonCode {
         ReasonCode::InsufficientScope,
         ReasonCode::AccessDenied,
         ReasonCode::PolicyError,
+        ReasonCode::InvalidClientAddress,
         ReasonCode::UriTooLong,
         ReasonCode::HeadersTooLarge,
         ReasonCode::PayloadTooLarge,

@@ -54,7 +54,7 @@ fn decide_bench(
         method: &method,
         target,
         headers,
-        client_ip: "192.0.2.7".parse().unwrap(),
+        peer: "192.0.2.7".parse().unwrap(),
         now: NOW,
     };
     assert_eq!(

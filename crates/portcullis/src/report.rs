@@ -58,6 +58,8 @@ pub fn decision_json(d: &Decision, response: Option<&Rendered>) -> Value {
         "reason": Value::Null,
         "stage": d.stage().map(|s| s.as_str()),
         "method": d.method.as_str(),
+        "peer": d.peer.to_string(),
+        "client": d.client.map(|c| c.to_string()),
         "path": d.path,
         "query": d.query,
         "route": d.route.as_ref().map(|r| r.name.to_string()),

@@ -56,7 +56,7 @@ impl OwnedRequest {
             method: &self.method,
             target: &self.target,
             headers: &self.headers,
-            client_ip: self.ip,
+            peer: self.ip,
             now,
         }
     }

@@ -150,7 +150,8 @@ fn explain_json_has_the_documented_fields() {
     assert_eq!(v["error"], "InsufficientPermissions");
     assert_eq!(v["message"], "Deleting users requires the 'admin' role.");
     assert_eq!(v["stage"], "authorize");
-    assert_eq!(v["trace"].as_array().unwrap().len(), 4);
+    assert_eq!(v["trace"].as_array().unwrap().len(), 5);
+    assert_eq!(v["client"], "127.0.0.1");
     assert!(
         v["hint"].as_str().unwrap().contains(
             r#"requires principal in Role::"admin"; User::"alice" is in [Role::"editor"]"#

@@ -1018,3 +1018,73 @@ fn a_token_from_a_rotated_jwks_key_passes_once_the_server_refetches() {
     }
     assert_eq!(up.seen().last().unwrap().headers["x-auth-subject"], "123");
 }
+
+#[test]
+fn the_client_address_comes_from_a_trusted_proxy_only() {
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.log");
+    let (_d, config) = quickstart_copy(&format!(
+        "[upstream]\nurl = \"http://{}\"\n\n[log]\ndecisions = \"{}\"\n",
+        up.addr,
+        log.display()
+    ));
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[server]\nlisten = \"127.0.0.1:8080\"\n",
+        "[server]\nlisten = \"127.0.0.1:8080\"\ntrusted_proxies = [\"127.0.0.2\"]\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut gw = Gateway::start(&config);
+    let req = |xff: &str| {
+        format!(
+            "GET /public/x HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {xff}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    // From an untrusted peer the header is ignored.
+    let (r, _) = support::exchange_from("127.0.0.1", gw.addr, req("203.0.113.7").as_bytes());
+    assert_eq!(r[0].status, 200);
+    // From the trusted proxy it names the client.
+    let (r, _) = support::exchange_from(
+        "127.0.0.2",
+        gw.addr,
+        req("198.51.100.1, 203.0.113.7").as_bytes(),
+    );
+    assert_eq!(r[0].status, 200);
+    // A malformed entry where the client should be is refused, not skipped.
+    let (r, _) = support::exchange_from(
+        "127.0.0.2",
+        gw.addr,
+        req("203.0.113.7, 0177.0.0.1").as_bytes(),
+    );
+    assert_eq!(
+        (r[0].status, r[0].json()["error"].as_str()),
+        (400, Some("InvalidClientAddress"))
+    );
+    assert_eq!(up.seen().len(), 2);
+    // The chain the upstream sees ends with the peer that connected.
+    assert_eq!(
+        up.seen()[1].headers["x-forwarded-for"],
+        "198.51.100.1, 203.0.113.7, 127.0.0.2"
+    );
+    assert!(gw.terminate().success());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let who: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["peer"].as_str().unwrap(), l["client"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("127.0.0.1", "127.0.0.1"),
+            ("127.0.0.2", "203.0.113.7"),
+            ("127.0.0.2", "127.0.0.2")
+        ]
+    );
+    assert_eq!(lines[2]["stage"], "client");
+}

@@ -103,7 +103,8 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
             )
         })?;
     Ok(Loaded {
-        engine: Engine::new(table, specs, auth.authenticator, cedar),
+        engine: Engine::new(table, specs, auth.authenticator, cedar)
+            .with_client_policy(serving.client),
         server: serving.server,
         upstream: serving.upstream,
         identity_headers: serving.identity_headers,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 use ipnet::IpNet;
+use portcullis_core::client::{ClientAddressPolicy, ClientHeader};
 use toml::Spanned;
 
 use super::Ctx;
@@ -26,12 +27,14 @@ pub(crate) struct Serving {
     pub identity_headers: IdentityHeaders,
     pub decision_log: DecisionLog,
     pub route_max_body: HashMap<String, u64>,
+    pub client: ClientAddressPolicy,
 }
 
 /// Compile the serving sections, collecting every error.
 pub(crate) fn compile(ctx: &Ctx, raw: &RawConfig) -> Result<Serving, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let server = server(ctx, &raw.server, &mut errors);
+    let client = client_policy(ctx, &raw.server, &server.trusted_proxies, &mut errors);
     let upstream = match raw.upstream.as_ref().map(|u| upstream(ctx, u)).transpose() {
         Ok(u) => u,
         Err(e) => {
@@ -55,6 +58,7 @@ pub(crate) fn compile(ctx: &Ctx, raw: &RawConfig) -> Result<Serving, Vec<ConfigE
             identity_headers,
             decision_log,
             route_max_body,
+            client,
         })
     } else {
         Err(errors)
@@ -124,6 +128,37 @@ fn server(ctx: &Ctx, raw: &RawServer, errors: &mut Vec<ConfigError>) -> Server {
         idle_timeout: time(&raw.idle_timeout, 60, errors),
         shutdown_timeout: time(&raw.shutdown_timeout, 30, errors),
     }
+}
+
+fn client_policy(
+    ctx: &Ctx,
+    raw: &RawServer,
+    trusted: &[IpNet],
+    errors: &mut Vec<ConfigError>,
+) -> ClientAddressPolicy {
+    let header = match &raw.client_ip_header {
+        None => ClientHeader::XForwardedFor,
+        Some(h) if trusted.is_empty() && raw.trusted_proxies.is_empty() => {
+            errors.push(
+                ctx.err(
+                    h.span(),
+                    "client_ip_header is only read from trusted proxies, and none are listed",
+                )
+                .help("add trusted_proxies = [\"10.0.0.0/8\"] (your proxies' addresses)"),
+            );
+            ClientHeader::XForwardedFor
+        }
+        Some(h) => match HeaderName::from_bytes(h.get_ref().trim().as_bytes()) {
+            Ok(n) if n == "x-forwarded-for" => ClientHeader::XForwardedFor,
+            Ok(n) if n == "forwarded" => ClientHeader::Forwarded,
+            Ok(n) => ClientHeader::Single(n),
+            Err(_) => {
+                errors.push(ctx.err(h.span(), "not a header name"));
+                ClientHeader::XForwardedFor
+            }
+        },
+    };
+    ClientAddressPolicy::new(trusted.to_vec(), header)
 }
 
 fn check_limits(ctx: &Ctx, raw: &RawServer, l: &Limits, errors: &mut Vec<ConfigError>) {

@@ -46,7 +46,7 @@ pub fn decide(
         method,
         target,
         headers,
-        client_ip: ip,
+        peer: ip,
         now: NOW,
     };
     loaded.engine.decide(&facts)

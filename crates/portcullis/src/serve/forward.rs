@@ -44,8 +44,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// What the gateway knows about the hop the request came over.
 #[derive(Debug, Clone)]
 pub struct Hop<'a> {
-    /// The resolved client address.
-    pub client: IpAddr,
+    /// The TCP peer: the hop this gateway appends to the forwarding chain.
+    pub peer: IpAddr,
     /// `https` or `http`.
     pub proto: &'static str,
     /// Whether the peer is a trusted proxy (its forwarding headers are kept).
@@ -112,7 +112,7 @@ fn forwarding(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<&HeaderValue>) {
     }
     h.remove(&xff);
     h.remove(header::FORWARDED);
-    let client = hop.client.to_string();
+    let client = hop.peer.to_string();
     prior_for.push(client.clone());
     set(h, &xff, &prior_for.join(", "));
     if !h.contains_key(&xfp) {
@@ -122,7 +122,7 @@ fn forwarding(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<&HeaderValue>) {
     if let (false, Some(host)) = (h.contains_key(&xfh), host_text) {
         set(h, &xfh, host);
     }
-    let node = match hop.client {
+    let node = match hop.peer {
         IpAddr::V4(_) => client,
         IpAddr::V6(_) => format!("\"[{client}]\""),
     };
@@ -368,7 +368,7 @@ mod tests {
 
     fn hop(trusted: bool) -> Hop<'static> {
         Hop {
-            client: "192.0.2.7".parse().unwrap(),
+            peer: "192.0.2.7".parse().unwrap(),
             proto: "http",
             trusted,
             request_id: "rid",
@@ -465,7 +465,7 @@ mod tests {
             ("forwarded", "for=203.0.113.1;proto=https"),
         ]);
         let mut hp = hop(true);
-        hp.client = "2001:db8::1".parse().unwrap();
+        hp.peer = "2001:db8::1".parse().unwrap();
         upstream_headers(&mut h, &hp, None, &IdentityHeaders::default());
         assert_eq!(h["x-forwarded-for"], "203.0.113.1, 10.0.0.2, 2001:db8::1");
         assert_eq!(h["x-forwarded-proto"], "https");

@@ -107,14 +107,11 @@ impl Gateway {
             return record.finish(out, None).await;
         }
         authority_as_host(&mut req);
-        // Stage 2: the client address. Resolution through trusted proxies'
-        // forwarding headers arrives with the network controls; until then
-        // it is the TCP peer.
-        let client = peer;
-        record.client = client;
-        // Stages 7-9: route, authenticate, authorize. The engine is pure and
-        // cannot fail; a denial here is final and nothing reaches the upstream.
-        let decision = self.decide(&req, client);
+        // Stages 2 and 7-9: the client address (through trusted proxies),
+        // route, authenticate, authorize. The engine is pure and cannot
+        // fail; a denial here is final and nothing reaches the upstream.
+        let decision = self.decide(&req, peer);
+        record.client = decision.client.unwrap_or(peer);
         if decision.denial().is_some() {
             let out = self.deny(&req, &record.request_id, &decision);
             return record.finish(out, Some(decision)).await;
@@ -129,7 +126,7 @@ impl Gateway {
         }
         // Stage 10: forward to the upstream, the static files or the echo.
         let hop = Hop {
-            client,
+            peer,
             proto: if conn.tls { "https" } else { "http" },
             trusted,
             request_id: &record.request_id,
@@ -186,7 +183,7 @@ impl Gateway {
         None
     }
 
-    fn decide<B>(&self, req: &Request<B>, client: IpAddr) -> Decision {
+    fn decide<B>(&self, req: &Request<B>, peer: IpAddr) -> Decision {
         let uri = req.uri();
         let target_owned;
         let target = match (req.version(), uri.scheme()) {
@@ -200,7 +197,7 @@ impl Gateway {
             method: req.method(),
             target,
             headers: req.headers(),
-            client_ip: client,
+            peer,
             now: unix_now(),
         };
         let decision = self.engine.decide(&facts);

@@ -282,8 +282,28 @@ pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> (Vec<Reply>, bool) {
     (parse_replies(&buf, false), closed)
 }
 
+/// [`exchange`] from a chosen source address on loopback (127.0.0.2 and
+/// so on), to play a proxy at another address.
+pub fn exchange_from(source: &str, addr: SocketAddr, bytes: &[u8]) -> (Vec<Reply>, bool) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap().into_std().unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    let (buf, closed) = exchange_on(stream, bytes);
+    (parse_replies(&buf, false), closed)
+}
+
 fn exchange_bytes(addr: SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    exchange_on(TcpStream::connect(addr).unwrap(), bytes)
+}
+
+fn exchange_on(mut s: TcpStream, bytes: &[u8]) -> (Vec<u8>, bool) {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.write_all(bytes);
     let mut buf = Vec::new();
