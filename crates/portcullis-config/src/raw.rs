@@ -22,6 +22,11 @@ pub struct RawConfig {
     /// The decision log.
     #[serde(default)]
     pub log: RawLog,
+    /// Named IP lists.
+    #[serde(default)]
+    pub ip_lists: std::collections::BTreeMap<String, Spanned<RawIpList>>,
+    /// Global network gates.
+    pub network: Option<Spanned<RawNetwork>>,
     /// The routes, in order.
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RawRoute>>,
@@ -115,6 +120,32 @@ pub struct RawIdentityHeaders {
     pub roles: Option<Spanned<String>>,
     /// Scopes, space-separated (default `X-Auth-Scopes`).
     pub scopes: Option<Spanned<String>>,
+}
+
+/// `[ip_lists.NAME]`: addresses and CIDRs, inline or from files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpList {
+    /// Inline entries.
+    #[serde(default)]
+    pub cidrs: Vec<Spanned<String>>,
+    /// Files: one entry a line, `#` comments.
+    #[serde(default)]
+    pub files: Vec<Spanned<String>>,
+    /// The client-facing message when this list blocks.
+    pub message: Option<String>,
+}
+
+/// `[network]`: the lists every request is checked against.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    /// Names of lists whose addresses are refused.
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+    /// Names of lists outside which every address is refused.
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
 }
 
 /// `[log]`.
@@ -319,6 +350,12 @@ pub struct RawRoute {
     pub deny: Option<RawDeny>,
     /// Request body bytes (413 above); the server's `max_body` otherwise.
     pub max_body: Option<Spanned<RawSize>>,
+    /// Names of IP lists refused on this route.
+    #[serde(default)]
+    pub ip_deny: Vec<Spanned<String>>,
+    /// Names of IP lists outside which this route refuses.
+    #[serde(default)]
+    pub ip_allow: Vec<Spanned<String>>,
 }
 
 /// `resource = { type = "User", id = "{id}" }`.

@@ -495,3 +495,100 @@ fn a_route_body_limit_is_a_size() {
     assert!(loc.ends_with("portcullis.toml:25:12"), "{loc}");
     assert!(msg.contains("unknown unit 'TB'"), "{msg}");
 }
+
+#[test]
+fn a_bad_line_in_an_ip_list_file_is_refused_with_its_file_and_line() {
+    let f = Fixture::new();
+    f.write(
+        "blocked.txt",
+        "# blocked networks\n203.0.113.0/24\n\n2001:db8:bad::/48 # v6\n10.0.0.01\n",
+    );
+    f.write(
+        "portcullis.toml",
+        &format!("[ip_lists.blocked]\nfiles = [\"blocked.txt\"]\n\n[network]\ndeny = [\"blocked\"]\n\n{CONFIG}"),
+    );
+    let (loc, msg) = only(&f.error());
+    assert!(loc.ends_with("blocked.txt:5:1"), "{loc}");
+    assert!(
+        msg.contains("\"10.0.0.01\" is not an IP address or CIDR"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_unknown_ip_list_name_is_refused_with_the_declared_ones() {
+    let f = Fixture::new();
+    f.write(
+        "portcullis.toml",
+        &format!(
+            "[ip_lists.office]\ncidrs = [\"192.0.2.0/24\"]\n\n{}",
+            CONFIG.replacen(
+                "path = \"/docs/{id}\"\naction = \"write\"",
+                "path = \"/docs/{id}\"\naction = \"write\"\nip_allow = [\"ofice\"]",
+                1,
+            )
+        ),
+    );
+    let e = f.error();
+    let (loc, msg) = only(&e);
+    assert!(loc.ends_with("portcullis.toml:28:13"), "{loc}");
+    assert!(msg.contains("no IP list is named \"ofice\""), "{msg}");
+    assert!(help(&e).contains("office"), "{}", help(&e));
+}
+
+#[test]
+fn route_and_global_ip_lists_decide() {
+    let f = Fixture::new();
+    f.write(
+        "portcullis.toml",
+        &format!(
+            "[ip_lists.office]\ncidrs = [\"192.0.2.0/24\", \"2001:db8:1::/48\"]\nmessage = \"Writes only from the office.\"\n\n[ip_lists.bad]\ncidrs = [\"198.51.100.0/24\"]\n\n[network]\ndeny = [\"bad\"]\n\n{}",
+            CONFIG.replacen(
+                "path = \"/docs/{id}\"\naction = \"write\"",
+                "path = \"/docs/{id}\"\naction = \"write\"\nip_allow = [\"office\"]",
+                1,
+            )
+        ),
+    );
+    let loaded = load(&f.config()).unwrap();
+    let decide = |method: &str, ip: &str| {
+        let method: http::Method = method.parse().unwrap();
+        let headers = http::HeaderMap::new();
+        let d = loaded.engine.decide(&portcullis_core::RequestFacts {
+            method: &method,
+            target: "/docs/1",
+            headers: &headers,
+            peer: ip.parse().unwrap(),
+            now: 1_700_000_000,
+        });
+        d.denial().map(|den| {
+            (
+                den.face.code.clone(),
+                den.face.message.clone(),
+                den.stage.as_str(),
+            )
+        })
+    };
+    let blocked = Some((
+        "IpBlocked".to_owned(),
+        "Requests from your network address are not allowed.".to_owned(),
+        "network",
+    ));
+    assert_eq!(decide("GET", "198.51.100.9"), blocked);
+    assert_eq!(decide("GET", "192.0.2.1"), None);
+    // The route's allow list: outside it, the list's message.
+    let outside = decide("PUT", "203.0.113.1").unwrap();
+    assert_eq!(
+        (outside.0.as_str(), outside.1.as_str()),
+        ("IpBlocked", "Writes only from the office.")
+    );
+    // Inside it, on to authentication (no token: 401).
+    assert_eq!(
+        decide("PUT", "2001:db8:1::5").unwrap().0,
+        "AuthenticationRequired"
+    );
+    assert_eq!(
+        decide("PUT", "192.0.2.77").unwrap().0,
+        "AuthenticationRequired"
+    );
+}

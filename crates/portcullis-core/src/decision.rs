@@ -275,6 +275,10 @@ impl Decision {
                 Some(c) => format!("client {c}, named by trusted proxy {}", self.peer),
                 None => String::new(),
             },
+            Stage::Network => format!(
+                "client {} passed the IP lists",
+                self.client.map(|c| c.to_string()).unwrap_or_default()
+            ),
             // The server records what forwarding did; the engine never gets there.
             Stage::Forward => String::new(),
         }

@@ -10,6 +10,7 @@ use http::{HeaderMap, Method};
 use crate::authn::{AuthFailure, AuthOutcome, Authenticator, Identity, TokenError};
 use crate::authz::{AuthzInput, AuthzOutcome, AuthzVerdict, CedarPolicy};
 use crate::client::ClientAddressPolicy;
+use crate::network::{Blocked, IpGate};
 use std::sync::Arc;
 
 use crate::decision::{
@@ -40,6 +41,8 @@ pub struct RequestFacts<'a> {
 #[derive(Debug)]
 pub struct Engine {
     client: ClientAddressPolicy,
+    gate: IpGate,
+    route_gates: Vec<IpGate>,
     table: RouteTable,
     routes: Vec<RouteSpec>,
     authn: Authenticator,
@@ -57,6 +60,8 @@ impl Engine {
     ) -> Self {
         Engine {
             client: ClientAddressPolicy::default(),
+            gate: IpGate::default(),
+            route_gates: Vec::new(),
             table,
             routes,
             authn,
@@ -68,6 +73,14 @@ impl Engine {
     /// header) instead of always taking the TCP peer.
     pub fn with_client_policy(mut self, policy: ClientAddressPolicy) -> Self {
         self.client = policy;
+        self
+    }
+
+    /// IP lists: `global` for every request, `per_route[i]` for route `i`
+    /// once matched.
+    pub fn with_ip_gates(mut self, global: IpGate, per_route: Vec<IpGate>) -> Self {
+        self.gate = global;
+        self.route_gates = per_route;
         self
     }
 
@@ -137,6 +150,15 @@ impl Engine {
         d.client = Some(client);
         d.step(Stage::Client, StepOutcome::Pass);
 
+        // 3. Network gates: a blocked address is refused before the route
+        //    table says anything about what exists.
+        if !self.gate.is_empty() {
+            if let Err(b) = self.gate.check(client, "global") {
+                return refuse(d, blocked(b));
+            }
+            d.step(Stage::Network, StepOutcome::Pass);
+        }
+
         // 7. Route: which action and resource this is, and whether it exists.
         let (route_id, params) = match self.table.find(
             host.as_deref(),
@@ -160,6 +182,7 @@ impl Engine {
         };
         let route = &self.routes[route_id];
         let resource = route.resource.build(&params);
+        let route_gate = self.route_gates.get(route_id).filter(|g| !g.is_empty());
         d.route = Some(RouteRef {
             name: Arc::clone(&route.name),
             template: Arc::clone(&route.path),
@@ -170,6 +193,14 @@ impl Engine {
         d.resource = Some(resource.clone());
         d.step(Stage::Route, StepOutcome::Pass);
         d.params = params;
+
+        // 3, per route: the route's own IP lists, now that it is known.
+        if let Some(gate) = route_gate {
+            if let Err(b) = gate.check(client, &format!("route \"{}\"", route.name)) {
+                return refuse(d, blocked(b));
+            }
+            d.step(Stage::Network, StepOutcome::Pass);
+        }
 
         // 8. Authenticate: after routing, because the route says whether an
         //    identity is needed; before policy, which needs the identity.
@@ -334,6 +365,15 @@ fn refuse(mut d: Decision, mut denial: Denial) -> Decision {
     d.step(denial.stage, StepOutcome::Deny);
     d.verdict = Verdict::Deny(Box::new(denial));
     d
+}
+
+fn blocked(b: Blocked) -> Denial {
+    let mut denial = simple(ReasonCode::IpBlocked, Stage::Network, b.hint);
+    if let Some(m) = b.message {
+        denial.face.message = m;
+    }
+    denial.policies = vec![b.rule];
+    denial
 }
 
 fn simple(reason: ReasonCode, stage: Stage, hint: String) -> Denial {

@@ -12,6 +12,7 @@ pub mod authz;
 pub mod client;
 pub mod decision;
 pub mod engine;
+pub mod network;
 pub mod normalize;
 pub mod reason;
 pub mod render;

@@ -13,6 +13,8 @@ pub enum Stage {
     Parse,
     /// Stage 2: the client address, through trusted proxies.
     Client,
+    /// Stage 3: IP allow and deny lists (global, and the route's after stage 7).
+    Network,
     /// Stage 7: match the canonical path against the route table.
     Route,
     /// Stage 8: verify the credential the route asks for.
@@ -29,6 +31,7 @@ impl Stage {
         match self {
             Stage::Parse => "parse",
             Stage::Client => "client",
+            Stage::Network => "network",
             Stage::Route => "route",
             Stage::Authenticate => "authenticate",
             Stage::Authorize => "authorize",
@@ -71,6 +74,8 @@ pub enum ReasonCode {
     /// A trusted proxy's forwarding header names a client address that is
     /// malformed or not canonical.
     InvalidClientAddress,
+    /// The client address is in a deny list, or in no allow list.
+    IpBlocked,
     /// The request target is longer than the server accepts.
     UriTooLong,
     /// The request line and headers are too large or too many.
@@ -155,6 +160,11 @@ impl ReasonCode {
                 "InvalidClientAddress",
                 "The forwarded client address is malformed.",
             ),
+            ReasonCode::IpBlocked => (
+                403,
+                "IpBlocked",
+                "Requests from your network address are not allowed.",
+            ),
             ReasonCode::UriTooLong => (414, "UriTooLong", "The request target is too long."),
             ReasonCode::HeadersTooLarge => (
                 431,
@@ -229,6 +239,7 @@ impl ReasonCode {
             ReasonCode::AccessDenied => "access_denied",
             ReasonCode::PolicyError => "policy_error",
             ReasonCode::InvalidClientAddress => "invalid_client_address",
+            ReasonCode::IpBlocked => "ip_blocked",
             ReasonCode::UriTooLong => "uri_too_long",
             ReasonCode::HeadersTooLarge => "headers_too_large",
             ReasonCode::PayloadTooLarge => "payload_too_large",
@@ -244,7 +255,7 @@ impl ReasonCode {
     }
 
     /// Every reason, for tests that check the table is total and consistent.
-    pub const ALL: [ReasonCode; 22] = [
+    pub const ALL: [ReasonCode; 23] = [
         ReasonCode::InvalidPath,
         ReasonCode::InvalidRequest,
         ReasonCode::NotFound,
@@ -256,6 +267,7 @@ impl ReasonCode {
         ReasonCode::AccessDenied,
         ReasonCode::PolicyError,
         ReasonCode::InvalidClientAddress,
+        ReasonCode::IpBlocked,
         ReasonCode::UriTooLong,
         ReasonCode::HeadersTooLarge,
         ReasonCode::PayloadTooLarge,

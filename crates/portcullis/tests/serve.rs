@@ -217,12 +217,14 @@ fn a_trusted_proxy_names_the_request_id_and_extends_the_chain() {
     let rt = runtime();
     let up = rt.block_on(Upstream::start());
     let (_d, config) = quickstart_copy(&format!(
-        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n\n[upstream]\nurl = \"http://{}\"\n\n[log]\ndecisions = \"off\"\n",
+        "[upstream]\nurl = \"http://{}\"\n\n[log]\ndecisions = \"off\"\n",
         up.addr
     ));
-    // The quickstart already has a [server] table: drop its listen line's table.
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replacen("[server]\nlisten = \"127.0.0.1:8080\"\n", "", 1);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "trusted_proxies = [\"127.0.0.2\"]",
+        "trusted_proxies = [\"127.0.0.0/8\"]",
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     let gw = Gateway::start(&config);
     let r = get(
@@ -230,13 +232,13 @@ fn a_trusted_proxy_names_the_request_id_and_extends_the_chain() {
         "/public/x",
         &[
             ("X-Request-Id", "edge-42"),
-            ("X-Forwarded-For", "203.0.113.9"),
+            ("X-Forwarded-For", "198.51.100.9"),
         ],
     );
     assert_eq!(r.header("x-request-id"), Some("edge-42"));
     let h = &up.seen()[0].headers;
     assert_eq!(h["x-request-id"], "edge-42");
-    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-for"], "198.51.100.9, 127.0.0.1");
 }
 
 #[test]
@@ -377,6 +379,7 @@ struct Case {
     headers: BTreeMap<String, String>,
     token: Option<TokenSpec>,
     raw_token: Option<String>,
+    ip: Option<String>,
     expect: Option<String>,
     status: Option<u16>,
     error: Option<String>,
@@ -416,7 +419,12 @@ fn the_quickstart_table_holds_over_the_wire() {
         }
         let before = up.seen().len();
         let method = case.method.as_deref().unwrap_or("GET");
-        let r = request(gw.addr, method, &case.path, &headers, b"");
+        // Loopback addresses can be sent from; others are the engine's alone.
+        let source = case.ip.as_deref().unwrap_or("127.0.0.1");
+        if !source.starts_with("127.") {
+            continue;
+        }
+        let r = support::request_from(source, gw.addr, method, &case.path, &headers, b"");
         let reached = up.seen().len() - before;
         if case.expect.as_deref() == Some("allow") {
             allowed += 1;
@@ -515,12 +523,15 @@ fn ten_thousand_requests_make_ten_thousand_log_lines_that_explain_reproduces() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("decisions.log");
     let (_d, config) = quickstart_copy(&format!(
-        "[upstream]\nurl = \"http://{}\"\n\n[log]\ndecisions = \"{}\"\nqueue = 8\n\n[server]\nadmin_listen = \"127.0.0.1:0\"\n",
+        "[upstream]\nurl = \"http://{}\"\n\n[log]\ndecisions = \"{}\"\nqueue = 8\n",
         up.addr,
         log.display()
     ));
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replacen("[server]\nlisten = \"127.0.0.1:8080\"\n", "", 1);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[server]\n",
+        "[server]\nadmin_listen = \"127.0.0.1:0\"\n",
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     let mut gw = Gateway::start(&config);
     let owner = token(&config, "123", &["user"], &[]);
@@ -1030,12 +1041,7 @@ fn the_client_address_comes_from_a_trusted_proxy_only() {
         up.addr,
         log.display()
     ));
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "[server]\nlisten = \"127.0.0.1:8080\"\n",
-        "[server]\nlisten = \"127.0.0.1:8080\"\ntrusted_proxies = [\"127.0.0.2\"]\n",
-        1,
-    );
-    std::fs::write(&config, text).unwrap();
+    // The quickstart trusts 127.0.0.2 and no one else.
     let mut gw = Gateway::start(&config);
     let req = |xff: &str| {
         format!(
@@ -1049,7 +1055,7 @@ fn the_client_address_comes_from_a_trusted_proxy_only() {
     let (r, _) = support::exchange_from(
         "127.0.0.2",
         gw.addr,
-        req("198.51.100.1, 203.0.113.7").as_bytes(),
+        req("192.0.2.1, 198.51.100.7").as_bytes(),
     );
     assert_eq!(r[0].status, 200);
     // A malformed entry where the client should be is refused, not skipped.
@@ -1066,7 +1072,7 @@ fn the_client_address_comes_from_a_trusted_proxy_only() {
     // The chain the upstream sees ends with the peer that connected.
     assert_eq!(
         up.seen()[1].headers["x-forwarded-for"],
-        "198.51.100.1, 203.0.113.7, 127.0.0.2"
+        "192.0.2.1, 198.51.100.7, 127.0.0.2"
     );
     assert!(gw.terminate().success());
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
@@ -1082,7 +1088,7 @@ fn the_client_address_comes_from_a_trusted_proxy_only() {
         who,
         [
             ("127.0.0.1", "127.0.0.1"),
-            ("127.0.0.2", "203.0.113.7"),
+            ("127.0.0.2", "198.51.100.7"),
             ("127.0.0.2", "127.0.0.2")
         ]
     );

@@ -3,6 +3,7 @@
 //! where one does not hide another, so `portcullis check` shows them all.
 
 mod auth;
+mod network;
 mod policy;
 mod routes;
 mod serving;
@@ -75,6 +76,9 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
     let serving = serving::compile(&ctx, &raw)
         .map_err(|mut e| errors.append(&mut e))
         .ok();
+    let gates = network::compile(&ctx, &raw)
+        .map_err(|mut e| errors.append(&mut e))
+        .ok();
     let (policy, auth) = match (policy, auth) {
         (Ok(p), Ok(a)) => (p, a),
         (p, a) => {
@@ -90,7 +94,9 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
             return Err(errors.into());
         }
     };
-    let Some(serving) = serving.filter(|_| errors.is_empty()) else {
+    let (Some(serving), Some((global_gate, route_gates))) =
+        (serving.filter(|_| errors.is_empty()), gates)
+    else {
         return Err(errors.into());
     };
     let actions: Vec<_> = specs.iter().map(|s| s.action.clone()).collect();
@@ -104,7 +110,8 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
         })?;
     Ok(Loaded {
         engine: Engine::new(table, specs, auth.authenticator, cedar)
-            .with_client_policy(serving.client),
+            .with_client_policy(serving.client)
+            .with_ip_gates(global_gate, route_gates),
         server: serving.server,
         upstream: serving.upstream,
         identity_headers: serving.identity_headers,

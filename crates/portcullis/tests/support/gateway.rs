@@ -285,6 +285,14 @@ pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> (Vec<Reply>, bool) {
 /// [`exchange`] from a chosen source address on loopback (127.0.0.2 and
 /// so on), to play a proxy at another address.
 pub fn exchange_from(source: &str, addr: SocketAddr, bytes: &[u8]) -> (Vec<Reply>, bool) {
+    let (buf, closed) = exchange_bytes_from(source, addr, bytes);
+    (parse_replies(&buf, false), closed)
+}
+
+fn exchange_bytes_from(source: &str, addr: SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
+    if source == "127.0.0.1" {
+        return exchange_bytes(addr, bytes);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -295,8 +303,7 @@ pub fn exchange_from(source: &str, addr: SocketAddr, bytes: &[u8]) -> (Vec<Reply
         socket.connect(addr).await.unwrap().into_std().unwrap()
     });
     stream.set_nonblocking(false).unwrap();
-    let (buf, closed) = exchange_on(stream, bytes);
-    (parse_replies(&buf, false), closed)
+    exchange_on(stream, bytes)
 }
 
 fn exchange_bytes(addr: SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
@@ -337,6 +344,18 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
+    request_from("127.0.0.1", addr, method, path, headers, body)
+}
+
+/// [`request`] from a chosen loopback source address.
+pub fn request_from(
+    source: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut req =
         format!("{method} {path} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -348,7 +367,7 @@ pub fn request(
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    let (buf, _) = exchange_bytes(addr, &bytes);
+    let (buf, _) = exchange_bytes_from(source, addr, &bytes);
     let mut replies = parse_replies(&buf, method == "HEAD");
     assert_eq!(replies.len(), 1, "{method} {path}: {replies:?}");
     replies.remove(0)
@@ -407,7 +426,11 @@ pub fn quickstart_copy(upstream_and_log: &str) -> (tempfile::TempDir, PathBuf) {
     let config = dir.path().join("portcullis.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     let start = text.find("[upstream]").unwrap();
-    let end = text.find("[authentication]").unwrap();
+    // The upstream and log sections end where the network lists begin.
+    let end = text
+        .find("[ip_lists")
+        .or_else(|| text.find("[authentication]"))
+        .unwrap();
     let text = format!("{}{upstream_and_log}\n\n{}", &text[..start], &text[end..]);
     std::fs::write(&config, text).unwrap();
     (dir, config)
