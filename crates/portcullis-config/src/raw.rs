@@ -27,6 +27,9 @@ pub struct RawConfig {
     pub ip_lists: std::collections::BTreeMap<String, Spanned<RawIpList>>,
     /// Global network gates.
     pub network: Option<Spanned<RawNetwork>>,
+    /// Named rate limits.
+    #[serde(default)]
+    pub rate_limits: std::collections::BTreeMap<String, Spanned<RawRateLimit>>,
     /// The routes, in order.
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RawRoute>>,
@@ -146,6 +149,25 @@ pub struct RawNetwork {
     /// Names of lists outside which every address is refused.
     #[serde(default)]
     pub allow: Vec<Spanned<String>>,
+    /// Names of rate limits every request counts against.
+    #[serde(default)]
+    pub rate_limits: Vec<Spanned<String>>,
+}
+
+/// `[rate_limits.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Requests per period (also the burst).
+    pub limit: Spanned<u32>,
+    /// The period.
+    pub period: Spanned<RawDuration>,
+    /// Key parts: `ip`, `ip_prefix`, `subject`, `api_key`, `route`, `header:NAME`.
+    pub key: Spanned<Vec<Spanned<String>>>,
+    /// IPv4 prefix length for `ip_prefix` (default 24).
+    pub ipv4_prefix: Option<Spanned<u8>>,
+    /// IPv6 prefix length for `ip_prefix` (default 64).
+    pub ipv6_prefix: Option<Spanned<u8>>,
 }
 
 /// `[log]`.
@@ -356,6 +378,9 @@ pub struct RawRoute {
     /// Names of IP lists outside which this route refuses.
     #[serde(default)]
     pub ip_allow: Vec<Spanned<String>>,
+    /// Names of rate limits this route's requests count against.
+    #[serde(default)]
+    pub rate_limits: Vec<Spanned<String>>,
 }
 
 /// `resource = { type = "User", id = "{id}" }`.

@@ -592,3 +592,45 @@ fn route_and_global_ip_lists_decide() {
         "AuthenticationRequired"
     );
 }
+
+#[test]
+fn rate_limit_settings_are_checked() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[rate_limits.a]\nlimit = 0\nperiod = \"1m\"\nkey = [\"ip\"]\n",
+            "portcullis.toml:2:9",
+            "a limit of 0 refuses everything",
+        ),
+        (
+            "[rate_limits.a]\nlimit = 5\nperiod = \"1m\"\nkey = [\"cookie\"]\n",
+            "portcullis.toml:4:8",
+            "\"cookie\" is not a key part",
+        ),
+        (
+            "[rate_limits.a]\nlimit = 5\nperiod = \"1m\"\nkey = [\"route\"]\n\n[network]\nrate_limits = [\"a\"]\n",
+            "portcullis.toml:7:16",
+            "keyed by route",
+        ),
+        (
+            "[network]\nrate_limits = [\"nope\"]\n",
+            "portcullis.toml:2:16",
+            "no rate limit is named \"nope\"",
+        ),
+        (
+            "[rate_limits.a]\nlimit = 5\nperiod = \"1m\"\nkey = [\"ip_prefix\"]\nipv4_prefix = 33\n",
+            "portcullis.toml:5:15",
+            "at most 32",
+        ),
+    ];
+    for (prefix, want_loc, want_msg) in cases {
+        let f = Fixture::new();
+        f.write("portcullis.toml", &format!("{prefix}\n{CONFIG}"));
+        let e = f.error();
+        let (loc, msg) = (
+            e.errors[0].location().to_owned(),
+            e.errors[0].message().to_owned(),
+        );
+        assert!(loc.ends_with(want_loc), "{prefix}: {loc}");
+        assert!(msg.contains(want_msg), "{prefix}: {msg}");
+    }
+}

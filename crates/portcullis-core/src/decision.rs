@@ -195,6 +195,9 @@ pub struct Decision {
     pub peer: std::net::IpAddr,
     /// The client, once resolved (stage 2).
     pub client: Option<std::net::IpAddr>,
+    /// Rate limits this request counts against (stage 4), in order. The
+    /// front door runs them against its store.
+    pub limits: Vec<crate::ratelimit::LimitCheck>,
 }
 
 impl Decision {
@@ -204,6 +207,16 @@ impl Decision {
             Verdict::Deny(d) => Some(d),
             Verdict::Allow { .. } => None,
         }
+    }
+
+    /// Refuse at a stage the front door runs (a rate limit counted against
+    /// its store): the denial replaces whatever the engine concluded.
+    pub fn refuse_at_front_door(&mut self, denial: Denial) {
+        self.trace.push(TraceStep {
+            stage: denial.stage,
+            outcome: StepOutcome::Deny,
+        });
+        self.verdict = Verdict::Deny(Box::new(denial));
     }
 
     /// Whether the request may pass.
@@ -275,6 +288,7 @@ impl Decision {
                 Some(c) => format!("client {c}, named by trusted proxy {}", self.peer),
                 None => String::new(),
             },
+            Stage::RateLimit => String::new(),
             Stage::Network => format!(
                 "client {} passed the IP lists",
                 self.client.map(|c| c.to_string()).unwrap_or_default()

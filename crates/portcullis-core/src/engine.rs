@@ -11,6 +11,7 @@ use crate::authn::{AuthFailure, AuthOutcome, Authenticator, Identity, TokenError
 use crate::authz::{AuthzInput, AuthzOutcome, AuthzVerdict, CedarPolicy};
 use crate::client::ClientAddressPolicy;
 use crate::network::{Blocked, IpGate};
+use crate::ratelimit::{self, KeyFacts, RateLimitSpec};
 use std::sync::Arc;
 
 use crate::decision::{
@@ -43,6 +44,8 @@ pub struct Engine {
     client: ClientAddressPolicy,
     gate: IpGate,
     route_gates: Vec<IpGate>,
+    global_limits: Vec<Arc<RateLimitSpec>>,
+    route_limits: Vec<Vec<Arc<RateLimitSpec>>>,
     table: RouteTable,
     routes: Vec<RouteSpec>,
     authn: Authenticator,
@@ -62,6 +65,8 @@ impl Engine {
             client: ClientAddressPolicy::default(),
             gate: IpGate::default(),
             route_gates: Vec::new(),
+            global_limits: Vec::new(),
+            route_limits: Vec::new(),
             table,
             routes,
             authn,
@@ -82,6 +87,42 @@ impl Engine {
         self.gate = global;
         self.route_gates = per_route;
         self
+    }
+
+    /// Rate limits: `global` for every request past the network gates,
+    /// `per_route[i]` for route `i`.
+    pub fn with_rate_limits(
+        mut self,
+        global: Vec<Arc<RateLimitSpec>>,
+        per_route: Vec<Vec<Arc<RateLimitSpec>>>,
+    ) -> Self {
+        self.global_limits = global;
+        self.route_limits = per_route;
+        self
+    }
+
+    fn limit_checks(
+        &self,
+        specs: &[Arc<RateLimitSpec>],
+        facts: &RequestFacts<'_>,
+        client: IpAddr,
+        subject: Option<&str>,
+        route: Option<&str>,
+        d: &mut Decision,
+    ) {
+        let api_key = self
+            .authn
+            .api_key_header()
+            .and_then(|h| facts.headers.get(h))
+            .map(|v| v.as_bytes());
+        let key_facts = KeyFacts {
+            client,
+            headers: facts.headers,
+            subject,
+            api_key,
+            route,
+        };
+        ratelimit::checks(specs, &key_facts, &mut d.limits);
     }
 
     /// How client addresses are resolved.
@@ -120,6 +161,7 @@ impl Engine {
             policy_errors: Vec::new(),
             peer: facts.peer.to_canonical(),
             client: None,
+            limits: Vec::new(),
         };
 
         // 1. Parse: one canonical path, before anything looks at the path, so
@@ -157,6 +199,12 @@ impl Engine {
                 return refuse(d, blocked(b));
             }
             d.step(Stage::Network, StepOutcome::Pass);
+        }
+
+        // 4. Rate limits (global): keyed now, counted by the front door's
+        //    store, before the route table answers anything.
+        if !self.global_limits.is_empty() {
+            self.limit_checks(&self.global_limits, facts, client, None, None, &mut d);
         }
 
         // 7. Route: which action and resource this is, and whether it exists.
@@ -204,10 +252,22 @@ impl Engine {
 
         // 8. Authenticate: after routing, because the route says whether an
         //    identity is needed; before policy, which needs the identity.
-        let identity = match self
+        let outcome = self
             .authn
-            .authenticate(facts.headers, route.auth, facts.now)
-        {
+            .authenticate(facts.headers, route.auth, facts.now);
+
+        // 4, per route: the route's rate limits are keyed once the caller is
+        //    known or refused, and counted either way, so guessing
+        //    credentials against a 401 is limited too.
+        if let Some(specs) = self.route_limits.get(route_id).filter(|s| !s.is_empty()) {
+            let subject = match &outcome {
+                AuthOutcome::Authenticated(id) => Some(id.subject.as_str()),
+                _ => None,
+            };
+            self.limit_checks(specs, facts, client, subject, Some(&route.name), &mut d);
+        }
+
+        let identity = match outcome {
             AuthOutcome::Anonymous => None,
             AuthOutcome::Authenticated(id) => Some(id),
             AuthOutcome::Failed(f) => {

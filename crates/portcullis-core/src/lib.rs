@@ -14,6 +14,7 @@ pub mod decision;
 pub mod engine;
 pub mod network;
 pub mod normalize;
+pub mod ratelimit;
 pub mod reason;
 pub mod render;
 pub mod route;

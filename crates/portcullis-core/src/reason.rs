@@ -15,6 +15,8 @@ pub enum Stage {
     Client,
     /// Stage 3: IP allow and deny lists (global, and the route's after stage 7).
     Network,
+    /// Stage 4: rate limits (the front door counts; the engine keys).
+    RateLimit,
     /// Stage 7: match the canonical path against the route table.
     Route,
     /// Stage 8: verify the credential the route asks for.
@@ -32,6 +34,7 @@ impl Stage {
             Stage::Parse => "parse",
             Stage::Client => "client",
             Stage::Network => "network",
+            Stage::RateLimit => "rate_limit",
             Stage::Route => "route",
             Stage::Authenticate => "authenticate",
             Stage::Authorize => "authorize",
@@ -76,6 +79,8 @@ pub enum ReasonCode {
     InvalidClientAddress,
     /// The client address is in a deny list, or in no allow list.
     IpBlocked,
+    /// A rate limit is exhausted.
+    RateLimited,
     /// The request target is longer than the server accepts.
     UriTooLong,
     /// The request line and headers are too large or too many.
@@ -165,6 +170,11 @@ impl ReasonCode {
                 "IpBlocked",
                 "Requests from your network address are not allowed.",
             ),
+            ReasonCode::RateLimited => (
+                429,
+                "RateLimited",
+                "Too many requests; retry after the time in Retry-After.",
+            ),
             ReasonCode::UriTooLong => (414, "UriTooLong", "The request target is too long."),
             ReasonCode::HeadersTooLarge => (
                 431,
@@ -240,6 +250,7 @@ impl ReasonCode {
             ReasonCode::PolicyError => "policy_error",
             ReasonCode::InvalidClientAddress => "invalid_client_address",
             ReasonCode::IpBlocked => "ip_blocked",
+            ReasonCode::RateLimited => "rate_limited",
             ReasonCode::UriTooLong => "uri_too_long",
             ReasonCode::HeadersTooLarge => "headers_too_large",
             ReasonCode::PayloadTooLarge => "payload_too_large",
@@ -255,7 +266,7 @@ impl ReasonCode {
     }
 
     /// Every reason, for tests that check the table is total and consistent.
-    pub const ALL: [ReasonCode; 23] = [
+    pub const ALL: [ReasonCode; 24] = [
         ReasonCode::InvalidPath,
         ReasonCode::InvalidRequest,
         ReasonCode::NotFound,
@@ -268,6 +279,7 @@ impl ReasonCode {
         ReasonCode::PolicyError,
         ReasonCode::InvalidClientAddress,
         ReasonCode::IpBlocked,
+        ReasonCode::RateLimited,
         ReasonCode::UriTooLong,
         ReasonCode::HeadersTooLarge,
         ReasonCode::PayloadTooLarge,

@@ -6,6 +6,7 @@
 
 mod cmd;
 mod jwks;
+mod limits;
 mod report;
 mod request;
 mod serve;

@@ -55,7 +55,7 @@ fn mint(args: &[&str]) -> String {
 fn check_accepts_the_quickstart() {
     let o = run(&["check", "--config", &config()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("ok (6 routes"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("ok (7 routes"), "{}", stdout(&o));
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn test_runs_the_quickstart_cases() {
     ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(
-        stdout(&o).trim_end().ends_with("28 passed, 0 failed"),
+        stdout(&o).trim_end().ends_with("35 passed, 0 failed"),
         "{}",
         stdout(&o)
     );

@@ -1094,3 +1094,62 @@ fn the_client_address_comes_from_a_trusted_proxy_only() {
     );
     assert_eq!(lines[2]["stage"], "client");
 }
+
+#[test]
+fn rate_limits_answer_429_with_retry_after_and_count_failed_logins() {
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    let (_d, config) = proxied(&up, "");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[[route]]\nname = \"users-read\"\nmethods = [\"GET\"]\npath = \"/users/{id}\"\n",
+        "[[route]]\nname = \"users-read\"\nmethods = [\"GET\"]\npath = \"/users/{id}\"\nrate_limits = [\"logins\"]\n",
+        1,
+    ) + "\n[rate_limits.logins]\nlimit = 3\nperiod = \"1m\"\nkey = [\"ip\", \"route\"]\n";
+    assert!(text.contains("rate_limits = [\"logins\"]"));
+    std::fs::write(&config, text).unwrap();
+    let gw = Gateway::start(&config);
+
+    // The quickstart's 5 a minute per address.
+    for i in 0..5 {
+        let r = get(gw.addr, "/public/limited", &[]);
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(
+            r.header("ratelimit"),
+            Some(format!("\"public-limited\";r={};t={}", 4 - i, 12 * (i + 1)).as_str())
+        );
+    }
+    let r = get(gw.addr, "/public/limited", &[]);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (429, Some("RateLimited"))
+    );
+    assert_eq!(r.header("retry-after"), Some("12"));
+    assert_eq!(
+        r.header("ratelimit-policy"),
+        Some("\"public-limited\";q=5;w=60")
+    );
+    assert_eq!(r.header("ratelimit"), Some("\"public-limited\";r=0;t=60"));
+    assert_eq!(
+        up.seen().len(),
+        5,
+        "the refused request reached the upstream"
+    );
+
+    // Guessing credentials counts: three bad tokens, then even a good one waits.
+    up.clear();
+    for _ in 0..3 {
+        let r = get(
+            gw.addr,
+            "/users/123",
+            &[("Authorization", "Bearer not.a.token")],
+        );
+        assert_eq!(r.status, 401);
+    }
+    let good = format!("Bearer {}", token(&config, "123", &["user"], &[]));
+    let r = get(gw.addr, "/users/123", &[("Authorization", &good)]);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (429, Some("RateLimited"))
+    );
+    assert!(up.seen().is_empty());
+}

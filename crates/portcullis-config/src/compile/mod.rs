@@ -3,6 +3,7 @@
 //! where one does not hide another, so `portcullis check` shows them all.
 
 mod auth;
+mod limits;
 mod network;
 mod policy;
 mod routes;
@@ -79,6 +80,9 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
     let gates = network::compile(&ctx, &raw)
         .map_err(|mut e| errors.append(&mut e))
         .ok();
+    let rate_limits = limits::compile(&ctx, &raw)
+        .map_err(|mut e| errors.append(&mut e))
+        .ok();
     let (policy, auth) = match (policy, auth) {
         (Ok(p), Ok(a)) => (p, a),
         (p, a) => {
@@ -94,8 +98,8 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
             return Err(errors.into());
         }
     };
-    let (Some(serving), Some((global_gate, route_gates))) =
-        (serving.filter(|_| errors.is_empty()), gates)
+    let (Some(serving), Some((global_gate, route_gates)), Some((global_limits, route_limits))) =
+        (serving.filter(|_| errors.is_empty()), gates, rate_limits)
     else {
         return Err(errors.into());
     };
@@ -111,7 +115,8 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
     Ok(Loaded {
         engine: Engine::new(table, specs, auth.authenticator, cedar)
             .with_client_policy(serving.client)
-            .with_ip_gates(global_gate, route_gates),
+            .with_ip_gates(global_gate, route_gates)
+            .with_rate_limits(global_limits, route_limits),
         server: serving.server,
         upstream: serving.upstream,
         identity_headers: serving.identity_headers,

@@ -64,13 +64,14 @@ fn names(
             Some(l) => Some(Arc::clone(l)),
             None if declared.contains(&w.get_ref().as_str()) => None,
             None => {
-                let known = declared.to_vec();
+                let help = if declared.is_empty() {
+                    "declare it with [ip_lists.NAME] (none are declared)".to_owned()
+                } else {
+                    format!("declared with [ip_lists.NAME]: {}", declared.join(", "))
+                };
                 errors.push(
                     ctx.err(w.span(), format!("no IP list is named {:?}", w.get_ref()))
-                        .help(format!(
-                            "declared with [ip_lists.NAME]: {}",
-                            known.join(", ")
-                        )),
+                        .help(help),
                 );
                 None
             }
@@ -138,6 +139,14 @@ fn read_list(src: &Source, nets: &mut Vec<IpNet>, errors: &mut Vec<ConfigError>)
                 }
             }
         }
+    }
+    if bad > MAX_ERRORS_PER_FILE {
+        let more = bad - MAX_ERRORS_PER_FILE;
+        errors.push(ConfigError::at(
+            src,
+            src.text.len()..src.text.len(),
+            format!("and {more} more bad lines in this file"),
+        ));
     }
 }
 

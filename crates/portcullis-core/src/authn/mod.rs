@@ -133,6 +133,11 @@ impl Authenticator {
         &self.realm
     }
 
+    /// The header API keys arrive in, when API keys are configured.
+    pub fn api_key_header(&self) -> Option<&http::HeaderName> {
+        self.api_keys.as_ref().map(|s| s.header())
+    }
+
     /// The JWT verifier, when bearer tokens are configured.
     pub fn jwt(&self) -> Option<&JwtVerifier> {
         self.jwt.as_ref()

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use portcullis_core::render;
 
 use super::{load_with_keys, now, usage};
+use crate::limits::Limiter;
 use crate::request::{OwnedRequest, split_headers};
 use crate::{ExplainArgs, Format, report};
 
@@ -27,12 +28,17 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return usage(e),
     };
-    let decision = loaded
-        .engine
-        .decide(&req.facts(args.now.unwrap_or_else(now)));
-    let response = decision
-        .denial()
-        .map(|d| render(&d.face, req.accept(), "explain"));
+    let at = args.now.unwrap_or_else(now);
+    let mut decision = loaded.engine.decide(&req.facts(at));
+    // A fresh store: one request never exhausts a limit, but the response
+    // shows the headers it would carry.
+    let limiter = Limiter::in_memory(16);
+    let limit_headers = limiter.apply(&mut decision, u64::try_from(at).unwrap_or(0) * 1000);
+    let response = decision.denial().map(|d| {
+        let mut r = render(&d.face, req.accept(), "explain");
+        r.headers.extend(limit_headers.iter().cloned());
+        r
+    });
     match args.format {
         Format::Json => println!("{:#}", report::decision_json(&decision, response.as_ref())),
         Format::Text => print!("{}", report::decision_text(&decision, response.as_ref())),

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{FAILED, load_with_keys, now};
+use crate::limits::Limiter;
 use crate::report;
 use crate::request::OwnedRequest;
 use portcullis_config::mint::{TokenSpec, mint};
@@ -78,10 +79,13 @@ pub fn run(config: &Path, cases_path: &Path, at: Option<i64>) -> ExitCode {
         }
     };
     let now = at.unwrap_or_else(now);
+    // One store for the whole table: cases count against rate limits in
+    // order, as requests arriving at the same moment would.
+    let limiter = Limiter::in_memory(100_000);
     let (mut passed, mut failed) = (0, 0);
     for case in &cases.cases {
         let case = case.get_ref();
-        match run_case(&loaded, case, now) {
+        match run_case(&loaded, &limiter, case, now) {
             Ok(()) => {
                 passed += 1;
                 println!("ok   {}", case.name);
@@ -170,12 +174,16 @@ fn request(loaded: &Loaded, case: &Case, now: i64) -> Result<OwnedRequest, Strin
     )
 }
 
-fn run_case(loaded: &Loaded, case: &Case, now: i64) -> Result<(), String> {
+fn run_case(loaded: &Loaded, limiter: &Limiter, case: &Case, now: i64) -> Result<(), String> {
     let req = request(loaded, case, now)?;
-    let decision = loaded.engine.decide(&req.facts(now));
-    let response = decision
-        .denial()
-        .map(|d| render(&d.face, req.accept(), "test"));
+    let mut decision = loaded.engine.decide(&req.facts(now));
+    let now_ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
+    let limit_headers = limiter.apply(&mut decision, now_ms);
+    let response = decision.denial().map(|d| {
+        let mut r = render(&d.face, req.accept(), "test");
+        r.headers.extend(limit_headers.iter().cloned());
+        r
+    });
     let mut problems = Vec::new();
     check(case, &decision, response.as_ref(), &mut problems);
     if let Some(reference) = &case.same_as {

@@ -27,6 +27,7 @@ use super::forward::{self, Fault, Hop, Proxy};
 use super::guard::{REFUSED_HEADER, Refusal};
 use super::log::{DecisionLog, Entry};
 use super::{reqid, static_files};
+use crate::limits::{LimitHeaders, Limiter};
 
 /// Where allowed requests go.
 #[derive(Debug)]
@@ -71,6 +72,8 @@ pub struct Gateway {
     pub marker: &'static str,
     /// Wakes the JWKS refresher when a token names an unknown key.
     pub jwks_wake: Option<Arc<Notify>>,
+    /// Where rate limits are counted.
+    pub limiter: Limiter,
 }
 
 /// What one request's handling produced, for the log.
@@ -110,10 +113,14 @@ impl Gateway {
         // Stages 2 and 7-9: the client address (through trusted proxies),
         // route, authenticate, authorize. The engine is pure and cannot
         // fail; a denial here is final and nothing reaches the upstream.
-        let decision = self.decide(&req, peer);
+        let mut decision = self.decide(&req, peer);
         record.client = decision.client.unwrap_or(peer);
+        // Stage 4: the rate limits the engine keyed, counted in the store;
+        // an exhausted one turns any outcome into 429.
+        let limit_headers = self.limiter.apply(&mut decision, unix_now_ms());
         if decision.denial().is_some() {
-            let out = self.deny(&req, &record.request_id, &decision);
+            let mut out = self.deny(&req, &record.request_id, &decision);
+            add_headers(&mut out.response, &limit_headers);
             return record.finish(out, Some(decision)).await;
         }
         // Stage 1, late: the body limit belongs to the route just matched.
@@ -134,9 +141,10 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let unread_body = has_body(&body);
         let head = Request::from_parts(parts, ());
-        let out = self
+        let mut out = self
             .forward(&head, body, &decision, &hop, limit, unread_body)
             .await;
+        add_headers(&mut out.response, &limit_headers);
         // Stage 11: record, off the request path (the writer thread formats).
         record.finish(out, Some(decision)).await
     }
@@ -460,6 +468,20 @@ fn set_request_id(h: &mut http::HeaderMap, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
         h.insert(HeaderName::from_static(reqid::HEADER), v);
     }
+}
+
+fn add_headers(resp: &mut Response<Body>, headers: &LimitHeaders) {
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            resp.headers_mut().insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn unix_now() -> i64 {

@@ -106,6 +106,7 @@ async fn serve(loaded: Loaded, addr: SocketAddr) -> Result<log::Writer, String> 
         metrics: Arc::new(Metrics::default()),
         marker: Box::leak(uuid::Uuid::new_v4().simple().to_string().into_boxed_str()),
         jwks_wake: refresher.as_ref().map(Refresher::wake_handle),
+        limiter: crate::limits::Limiter::in_memory(1_000_000),
     });
     if let Some(r) = refresher {
         let gw = Arc::clone(&gateway);

@@ -1,0 +1,127 @@
+//! Stage 4, the pure half: which rate limits a request counts against and
+//! under which keys. The engine records them in the decision; the front
+//! door runs them against its store (in memory or shared) and turns an
+//! exhausted limit into 429. Global limits are keyed as soon as the client
+//! address is known; a route's limits once authentication has been tried,
+//! so failed logins count too.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName};
+use ipnet::IpNet;
+
+/// One part of a limit's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The client address.
+    Ip,
+    /// The client's network: its address cut to these prefix lengths, so
+    /// rotating addresses inside one allocation does not escape.
+    IpPrefix {
+        /// IPv4 prefix length.
+        v4: u8,
+        /// IPv6 prefix length.
+        v6: u8,
+    },
+    /// The authenticated subject; the client address when anonymous.
+    Subject,
+    /// The API key presented (by its digest, never the key); the client
+    /// address when none.
+    ApiKey,
+    /// The matched route's name.
+    Route,
+    /// A header's value (`-` when absent).
+    Header(HeaderName),
+}
+
+/// A configured limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSpec {
+    /// Its name (the `RateLimit-Policy` name and the rule id).
+    pub name: Arc<str>,
+    /// Requests per period.
+    pub limit: u32,
+    /// The period, in milliseconds.
+    pub period_ms: u64,
+    /// What the key is made of.
+    pub key: Vec<KeyPart>,
+}
+
+/// One limit to count this request against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitCheck {
+    /// The limit.
+    pub spec: Arc<RateLimitSpec>,
+    /// The key within it.
+    pub key: String,
+}
+
+/// What the key parts read.
+pub(crate) struct KeyFacts<'a> {
+    pub client: IpAddr,
+    pub headers: &'a HeaderMap,
+    pub subject: Option<&'a str>,
+    pub api_key: Option<&'a [u8]>,
+    pub route: Option<&'a str>,
+}
+
+pub(crate) fn checks(
+    specs: &[Arc<RateLimitSpec>],
+    facts: &KeyFacts<'_>,
+    out: &mut Vec<LimitCheck>,
+) {
+    for spec in specs {
+        let mut key = String::with_capacity(64);
+        key.push_str(&spec.name);
+        for part in &spec.key {
+            key.push('|');
+            part_value(part, facts, &mut key);
+        }
+        out.push(LimitCheck {
+            spec: Arc::clone(spec),
+            key,
+        });
+    }
+}
+
+fn part_value(part: &KeyPart, f: &KeyFacts<'_>, out: &mut String) {
+    match part {
+        KeyPart::Ip => {
+            let _ = write!(out, "ip:{}", f.client);
+        }
+        KeyPart::IpPrefix { v4, v6 } => {
+            let len = if f.client.is_ipv4() { *v4 } else { *v6 };
+            let net = IpNet::new(f.client, len).map_or(IpNet::from(f.client), |n| n.trunc());
+            let _ = write!(out, "net:{net}");
+        }
+        KeyPart::Subject => match f.subject {
+            Some(s) => {
+                let _ = write!(out, "sub:{}", s.replace('|', "%7C"));
+            }
+            None => {
+                let _ = write!(out, "ip:{}", f.client);
+            }
+        },
+        KeyPart::ApiKey => match f.api_key {
+            Some(k) => {
+                let _ = write!(out, "key:{}", crate::authn::apikey::digest_hex(k));
+            }
+            None => {
+                let _ = write!(out, "ip:{}", f.client);
+            }
+        },
+        KeyPart::Route => {
+            let _ = write!(out, "route:{}", f.route.unwrap_or("-"));
+        }
+        KeyPart::Header(name) => {
+            let v = f
+                .headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).replace('|', "%7C"))
+                .unwrap_or_else(|| "-".to_owned());
+            let _ = write!(out, "{name}:{v}");
+        }
+    }
+}
