@@ -106,6 +106,25 @@ impl Default for Limits {
     }
 }
 
+/// Where rate limits are counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitStore {
+    /// In this process (the default; each instance counts alone).
+    Memory {
+        /// Keys held at most.
+        max_keys: usize,
+    },
+    /// In Redis, shared by every instance.
+    Redis {
+        /// The server.
+        url: String,
+        /// Prefix of every key.
+        key_prefix: String,
+        /// Time for one round trip.
+        timeout: Duration,
+    },
+}
+
 /// `[server.tls]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -195,6 +214,8 @@ pub struct Loaded {
     pub identity_headers: IdentityHeaders,
     /// The decision log.
     pub decision_log: DecisionLog,
+    /// Where rate limits are counted.
+    pub rate_limit_store: LimitStore,
     /// Body limits of routes that set one, by route name.
     pub route_max_body: std::collections::HashMap<String, u64>,
     /// The key `portcullis token` signs with, if an HMAC key is configured.

@@ -30,6 +30,9 @@ pub struct RawConfig {
     /// Named rate limits.
     #[serde(default)]
     pub rate_limits: std::collections::BTreeMap<String, Spanned<RawRateLimit>>,
+    /// Where rate limits are counted.
+    #[serde(default)]
+    pub rate_limit_store: RawLimitStore,
     /// The routes, in order.
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RawRoute>>,
@@ -168,6 +171,22 @@ pub struct RawRateLimit {
     pub ipv4_prefix: Option<Spanned<u8>>,
     /// IPv6 prefix length for `ip_prefix` (default 64).
     pub ipv6_prefix: Option<Spanned<u8>>,
+    /// `open` (default) or `closed`: what happens when the store is down.
+    pub on_store_error: Option<Spanned<String>>,
+}
+
+/// `[rate_limit_store]`: where limits are counted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitStore {
+    /// A Redis URL (`redis://host:port/db`); in memory when absent.
+    pub redis: Option<Spanned<String>>,
+    /// Prefix of every Redis key (default `portcullis:rl:`).
+    pub key_prefix: Option<String>,
+    /// Time allowed for one Redis round trip (default 100ms).
+    pub timeout: Option<Spanned<RawDuration>>,
+    /// Keys the in-memory store holds at most (default 1000000).
+    pub max_keys: Option<Spanned<usize>>,
 }
 
 /// `[log]`.

@@ -198,6 +198,9 @@ pub struct Decision {
     /// Rate limits this request counts against (stage 4), in order. The
     /// front door runs them against its store.
     pub limits: Vec<crate::ratelimit::LimitCheck>,
+    /// What the engine concluded, when the front door replaced it (a rate
+    /// limit refused): the engine's stages are explained by this.
+    pub engine_verdict: Option<Verdict>,
 }
 
 impl Decision {
@@ -216,7 +219,8 @@ impl Decision {
             stage: denial.stage,
             outcome: StepOutcome::Deny,
         });
-        self.verdict = Verdict::Deny(Box::new(denial));
+        let engine = std::mem::replace(&mut self.verdict, Verdict::Deny(Box::new(denial)));
+        self.engine_verdict.get_or_insert(engine);
     }
 
     /// Whether the request may pass.
@@ -239,8 +243,17 @@ impl Decision {
     }
 
     fn detail(&self, step: TraceStep) -> String {
+        // The engine's own stages are explained by the engine's verdict,
+        // even when the front door replaced it afterwards.
+        let verdict = match (&self.engine_verdict, step.stage) {
+            (Some(v), s) if s != Stage::RateLimit => v,
+            _ => &self.verdict,
+        };
         if step.outcome == StepOutcome::Deny {
-            return self.denial().map(|d| d.hint.clone()).unwrap_or_default();
+            return match verdict {
+                Verdict::Deny(d) => d.hint.clone(),
+                Verdict::Allow { .. } => String::new(),
+            };
         }
         let uid = |u: &Option<EntityUid>| u.as_ref().map(ToString::to_string).unwrap_or_default();
         match step.stage {
@@ -272,7 +285,7 @@ impl Decision {
                     ),
                 }
             }
-            Stage::Authorize => match &self.verdict {
+            Stage::Authorize => match verdict {
                 Verdict::Allow { policies } if self.policy_errors.is_empty() => {
                     format!("permitted by {}", policies.join(", "))
                 }

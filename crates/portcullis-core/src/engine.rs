@@ -162,6 +162,7 @@ impl Engine {
             peer: facts.peer.to_canonical(),
             client: None,
             limits: Vec::new(),
+            engine_verdict: None,
         };
 
         // 1. Parse: one canonical path, before anything looks at the path, so

@@ -47,6 +47,9 @@ pub struct RateLimitSpec {
     pub period_ms: u64,
     /// What the key is made of.
     pub key: Vec<KeyPart>,
+    /// When the shared store cannot be reached: let the request pass
+    /// (true) or refuse it with 503 (false).
+    pub fail_open: bool,
 }
 
 /// One limit to count this request against.

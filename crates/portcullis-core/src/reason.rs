@@ -81,6 +81,8 @@ pub enum ReasonCode {
     IpBlocked,
     /// A rate limit is exhausted.
     RateLimited,
+    /// A fail-closed rate limit's store cannot be reached.
+    RateLimiterUnavailable,
     /// The request target is longer than the server accepts.
     UriTooLong,
     /// The request line and headers are too large or too many.
@@ -175,6 +177,11 @@ impl ReasonCode {
                 "RateLimited",
                 "Too many requests; retry after the time in Retry-After.",
             ),
+            ReasonCode::RateLimiterUnavailable => (
+                503,
+                "RateLimiterUnavailable",
+                "The service cannot check its request limits right now; retry shortly.",
+            ),
             ReasonCode::UriTooLong => (414, "UriTooLong", "The request target is too long."),
             ReasonCode::HeadersTooLarge => (
                 431,
@@ -251,6 +258,7 @@ impl ReasonCode {
             ReasonCode::InvalidClientAddress => "invalid_client_address",
             ReasonCode::IpBlocked => "ip_blocked",
             ReasonCode::RateLimited => "rate_limited",
+            ReasonCode::RateLimiterUnavailable => "rate_limiter_unavailable",
             ReasonCode::UriTooLong => "uri_too_long",
             ReasonCode::HeadersTooLarge => "headers_too_large",
             ReasonCode::PayloadTooLarge => "payload_too_large",
@@ -266,7 +274,7 @@ impl ReasonCode {
     }
 
     /// Every reason, for tests that check the table is total and consistent.
-    pub const ALL: [ReasonCode; 24] = [
+    pub const ALL: [ReasonCode; 25] = [
         ReasonCode::InvalidPath,
         ReasonCode::InvalidRequest,
         ReasonCode::NotFound,
@@ -280,6 +288,7 @@ impl ReasonCode {
         ReasonCode::InvalidClientAddress,
         ReasonCode::IpBlocked,
         ReasonCode::RateLimited,
+        ReasonCode::RateLimiterUnavailable,
         ReasonCode::UriTooLong,
         ReasonCode::HeadersTooLarge,
         ReasonCode::PayloadTooLarge,

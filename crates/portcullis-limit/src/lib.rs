@@ -7,11 +7,15 @@
 //! here reads a clock.
 
 mod memory;
+mod redis;
 
 pub use memory::MemoryStore;
+pub use redis::{RedisStore, StoreError};
 
-/// A quota: at most `limit` requests in any `period`, as a steady rate of
-/// one every `period / limit` with bursts of up to `limit`.
+/// A quota of `limit` requests per `period`: a burst of up to `limit` from
+/// idle, then one request every `period / limit` (rounded down to whole
+/// milliseconds). Not a sliding window: a window that opens with a full
+/// burst can hold up to `2 * limit - 1` requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     /// Requests per period (also the burst).

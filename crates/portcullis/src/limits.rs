@@ -5,50 +5,123 @@
 //! Shared by `serve` and `portcullis test` (which counts its cases in order).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use portcullis_config::LimitStore;
 use portcullis_core::decision::Denial;
+use portcullis_core::ratelimit::LimitCheck;
 use portcullis_core::{Decision, Face, ReasonCode, Stage};
-use portcullis_limit::{MemoryStore, Quota};
+use portcullis_limit::{MemoryStore, Quota, RedisStore, Step, StoreError};
 
 /// Headers a counted response carries, lower-case names.
 pub type LimitHeaders = Vec<(&'static str, String)>;
 
 /// The store the limits are counted in.
 #[derive(Debug)]
+enum Store {
+    Memory(MemoryStore),
+    Redis(Box<RedisStore>),
+}
+
+/// Counts rate limits: in memory, or shared through Redis.
+#[derive(Debug)]
 pub struct Limiter {
-    store: MemoryStore,
+    store: Store,
+    /// Checks the store could not answer (fail-open limits let them pass).
+    pub store_errors: AtomicU64,
+    last_report: AtomicU64,
 }
 
 impl Limiter {
     /// An in-memory limiter holding at most about `max_keys` keys.
     pub fn in_memory(max_keys: usize) -> Self {
+        Limiter::with(Store::Memory(MemoryStore::new(max_keys)))
+    }
+
+    /// The limiter the configuration asks for.
+    pub fn configured(store: &LimitStore) -> Result<Self, String> {
+        Ok(Limiter::with(match store {
+            LimitStore::Memory { max_keys } => Store::Memory(MemoryStore::new(*max_keys)),
+            LimitStore::Redis {
+                url,
+                key_prefix,
+                timeout,
+            } => Store::Redis(Box::new(
+                RedisStore::new(url, key_prefix, *timeout).map_err(|e| e.to_string())?,
+            )),
+        }))
+    }
+
+    fn with(store: Store) -> Self {
         Limiter {
-            store: MemoryStore::new(max_keys),
+            store,
+            store_errors: AtomicU64::new(0),
+            last_report: AtomicU64::new(0),
         }
     }
 
     /// Count `d` against its limits at `now_ms`; refuse it if one is
-    /// exhausted. Returns the headers for the response.
-    pub fn apply(&self, d: &mut Decision, now_ms: u64) -> LimitHeaders {
+    /// exhausted (or, fail-closed, cannot be checked). Returns the headers
+    /// for the response.
+    pub async fn apply(&self, d: &mut Decision, now_ms: u64) -> LimitHeaders {
         if d.limits.is_empty() {
             return Vec::new();
         }
-        let mut policies = Vec::with_capacity(d.limits.len());
-        let mut shown: Option<(Arc<str>, portcullis_limit::Step)> = None;
-        let mut refused = None;
+        let mut results = Vec::with_capacity(d.limits.len());
         for check in &d.limits {
+            let quota = quota(check);
+            results.push(match &self.store {
+                Store::Memory(m) => Ok(m.check(&check.key, now_ms, quota)),
+                Store::Redis(r) => r.check(&check.key, now_ms, quota).await,
+            });
+        }
+        self.settle(d, results, now_ms)
+    }
+
+    /// [`Limiter::apply`] for the offline commands, which always count in
+    /// memory.
+    pub fn apply_offline(&self, d: &mut Decision, now_ms: u64) -> LimitHeaders {
+        let results = d
+            .limits
+            .iter()
+            .map(|c| match &self.store {
+                Store::Memory(m) => Ok(m.check(&c.key, now_ms, quota(c))),
+                Store::Redis(_) => Err(StoreError("offline commands count in memory".into())),
+            })
+            .collect();
+        self.settle(d, results, now_ms)
+    }
+
+    /// From the store's answers to the response headers and, if a limit
+    /// refuses, the 429 (or the 503 of a fail-closed limit).
+    fn settle(
+        &self,
+        d: &mut Decision,
+        results: Vec<Result<Step, StoreError>>,
+        now_ms: u64,
+    ) -> LimitHeaders {
+        let mut policies = Vec::with_capacity(d.limits.len());
+        let mut shown: Option<(Arc<str>, Step)> = None;
+        let mut refused: Option<(LimitCheck, Step)> = None;
+        let mut unavailable: Option<(LimitCheck, StoreError)> = None;
+        for (check, result) in d.limits.iter().zip(results) {
             let spec = &check.spec;
-            let quota = Quota {
-                limit: spec.limit,
-                period_ms: spec.period_ms,
-            };
-            let step = self.store.check(&check.key, now_ms, quota);
             policies.push(format!(
                 "\"{}\";q={};w={}",
                 spec.name,
                 spec.limit,
                 spec.period_ms.div_ceil(1000)
             ));
+            let step = match result {
+                Ok(step) => step,
+                Err(e) => {
+                    self.store_error(&e, now_ms);
+                    if !spec.fail_open && unavailable.is_none() {
+                        unavailable = Some((check.clone(), e));
+                    }
+                    continue;
+                }
+            };
             if !step.allowed && refused.is_none() {
                 refused = Some((check.clone(), step));
             }
@@ -73,25 +146,82 @@ impl Limiter {
                 ),
             ));
         }
-        if let Some((check, step)) = refused {
+        if let Some((check, e)) = unavailable {
+            headers.push(("retry-after", "1".to_owned()));
+            d.refuse_at_front_door(denial(
+                ReasonCode::RateLimiterUnavailable,
+                &check,
+                format!(
+                    "rate limit \"{}\" is fail-closed and its store could not be reached: {e}",
+                    check.spec.name
+                ),
+            ));
+        } else if let Some((check, step)) = refused {
             let wait = step.retry_after_ms.div_ceil(1000).max(1);
             headers.push(("retry-after", wait.to_string()));
             let spec = &check.spec;
-            d.refuse_at_front_door(Denial {
-                reason: ReasonCode::RateLimited,
-                stage: Stage::RateLimit,
-                face: Face::of(ReasonCode::RateLimited),
-                concealed: None,
-                policies: vec![format!("rate-limit:{}", spec.name).into()],
-                hint: format!(
-                    "key {} of rate limit \"{}\" ({} per {} s) is exhausted; the next request passes in {wait} s",
-                    check.key.split_once('|').map_or("", |(_, k)| k),
-                    spec.name,
-                    spec.limit,
-                    spec.period_ms as f64 / 1000.0
-                ),
-            });
+            let hint = format!(
+                "key {} of rate limit \"{}\" ({} per {} s) is exhausted; the next request passes in {wait} s",
+                shown_key(&check.key),
+                spec.name,
+                spec.limit,
+                spec.period_ms as f64 / 1000.0
+            );
+            d.refuse_at_front_door(denial(ReasonCode::RateLimited, &check, hint));
+        }
+        // A 404 never carries them: a concealed route's limits would tell
+        // it apart from a path that does not exist.
+        if d.denial().is_some_and(|den| den.face.status == 404) {
+            headers.clear();
         }
         headers
+    }
+
+    /// Count a store failure; say so on stderr at most once a second.
+    fn store_error(&self, e: &StoreError, now_ms: u64) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+        let last = self.last_report.load(Ordering::Relaxed);
+        if now_ms >= last + 1000
+            && self
+                .last_report
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            eprintln!("portcullis: rate limit store: {e}");
+        }
+    }
+}
+
+/// The key for the log, without header values (they may be credentials).
+fn shown_key(key: &str) -> String {
+    key.split('|')
+        .skip(1)
+        .map(|part| {
+            let known = ["ip:", "net:", "sub:", "key:", "route:"];
+            if known.iter().any(|k| part.starts_with(k)) {
+                part.to_owned()
+            } else {
+                format!("{}:…", part.split(':').next().unwrap_or(""))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+fn quota(c: &LimitCheck) -> Quota {
+    Quota {
+        limit: c.spec.limit,
+        period_ms: c.spec.period_ms,
+    }
+}
+
+fn denial(reason: ReasonCode, check: &LimitCheck, hint: String) -> Denial {
+    Denial {
+        reason,
+        stage: Stage::RateLimit,
+        face: Face::of(reason),
+        concealed: None,
+        policies: vec![format!("rate-limit:{}", check.spec.name).into()],
+        hint,
     }
 }

@@ -9,11 +9,50 @@ use portcullis_core::ratelimit::{KeyPart, RateLimitSpec};
 use toml::Spanned;
 
 use super::Ctx;
+use crate::LimitStore;
 use crate::diag::ConfigError;
 use crate::duration::parse_millis;
 use crate::raw::{RawConfig, RawDuration, RawRateLimit};
 
 type Limits = Vec<Arc<RateLimitSpec>>;
+
+/// Where limits are counted.
+pub(crate) fn store(ctx: &Ctx, raw: &RawConfig) -> Result<LimitStore, ConfigError> {
+    let s = &raw.rate_limit_store;
+    let max_keys = s.max_keys.as_ref().map_or(1_000_000, |m| *m.get_ref());
+    let Some(url) = &s.redis else {
+        if s.timeout.is_some() || s.key_prefix.is_some() {
+            return Err(ctx.err(
+                0..0,
+                "[rate_limit_store] timeout and key_prefix need redis = \"redis://...\"",
+            ));
+        }
+        return Ok(LimitStore::Memory { max_keys });
+    };
+    if !(url.get_ref().starts_with("redis://") || url.get_ref().starts_with("rediss://")) {
+        return Err(ctx
+            .err(url.span(), "not a Redis URL")
+            .help("write it as redis://127.0.0.1:6379/0"));
+    }
+    let timeout_ms = match s.timeout.as_ref().map(|t| (t, t.get_ref())) {
+        None => 100,
+        Some((_, RawDuration::Seconds(n))) => n.saturating_mul(1000),
+        Some((t, RawDuration::Text(text))) => {
+            parse_millis(text).map_err(|e| ctx.err(t.span(), e))?
+        }
+    };
+    if timeout_ms == 0 {
+        return Err(ctx.err(0..0, "[rate_limit_store] timeout must be longer than zero"));
+    }
+    Ok(LimitStore::Redis {
+        url: url.get_ref().clone(),
+        key_prefix: s
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| "portcullis:rl:".to_owned()),
+        timeout: std::time::Duration::from_millis(timeout_ms),
+    })
+}
 
 /// The global limits and each route's, in route order.
 pub(crate) fn compile(
@@ -35,6 +74,10 @@ pub(crate) fn compile(
         let mut out = Vec::new();
         for w in wanted {
             match specs.get(w.get_ref().as_str()) {
+                Some(s) if global && s.key.iter().any(|k| matches!(k, KeyPart::Subject)) => errors.push(
+                    ctx.err(w.span(), format!("rate limit {:?} is keyed by subject, which a global limit does not know yet", w.get_ref()))
+                        .help("global limits are counted before authentication; name it on the routes instead"),
+                ),
                 Some(s) if global && s.key.contains(&KeyPart::Route) => errors.push(
                     ctx.err(
                         w.span(),
@@ -154,12 +197,21 @@ fn one(
                 .help("for example key = [\"ip\"]"),
         );
     }
+    let fail_open = match r.on_store_error.as_ref().map(|m| (m, m.get_ref().as_str())) {
+        None | Some((_, "open")) => true,
+        Some((_, "closed")) => false,
+        Some((m, other)) => {
+            errors.push(ctx.err(m.span(), format!("{other:?}: use \"open\" or \"closed\"")));
+            true
+        }
+    };
     if errors.is_empty() {
         Ok(RateLimitSpec {
             name: name.into(),
             limit,
             period_ms,
             key,
+            fail_open,
         })
     } else {
         Err(errors)

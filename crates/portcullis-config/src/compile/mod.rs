@@ -83,6 +83,7 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
     let rate_limits = limits::compile(&ctx, &raw)
         .map_err(|mut e| errors.append(&mut e))
         .ok();
+    let rate_limit_store = limits::store(&ctx, &raw).map_err(|e| errors.push(e)).ok();
     let (policy, auth) = match (policy, auth) {
         (Ok(p), Ok(a)) => (p, a),
         (p, a) => {
@@ -98,8 +99,17 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
             return Err(errors.into());
         }
     };
-    let (Some(serving), Some((global_gate, route_gates)), Some((global_limits, route_limits))) =
-        (serving.filter(|_| errors.is_empty()), gates, rate_limits)
+    let (
+        Some(serving),
+        Some((global_gate, route_gates)),
+        Some((global_limits, route_limits)),
+        Some(rate_limit_store),
+    ) = (
+        serving.filter(|_| errors.is_empty()),
+        gates,
+        rate_limits,
+        rate_limit_store,
+    )
     else {
         return Err(errors.into());
     };
@@ -122,6 +132,7 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
         identity_headers: serving.identity_headers,
         decision_log: serving.decision_log,
         route_max_body: serving.route_max_body,
+        rate_limit_store,
         mint: auth.mint,
         token_defaults: auth.token_defaults,
         jwks_urls: auth.jwks_urls,

@@ -33,7 +33,10 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     // A fresh store: one request never exhausts a limit, but the response
     // shows the headers it would carry.
     let limiter = Limiter::in_memory(16);
-    let limit_headers = limiter.apply(&mut decision, u64::try_from(at).unwrap_or(0) * 1000);
+    let limit_headers = limiter.apply_offline(
+        &mut decision,
+        u64::try_from(at).unwrap_or(0).saturating_mul(1000),
+    );
     let response = decision.denial().map(|d| {
         let mut r = render(&d.face, req.accept(), "explain");
         r.headers.extend(limit_headers.iter().cloned());

@@ -178,7 +178,7 @@ fn run_case(loaded: &Loaded, limiter: &Limiter, case: &Case, now: i64) -> Result
     let req = request(loaded, case, now)?;
     let mut decision = loaded.engine.decide(&req.facts(now));
     let now_ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
-    let limit_headers = limiter.apply(&mut decision, now_ms);
+    let limit_headers = limiter.apply_offline(&mut decision, now_ms);
     let response = decision.denial().map(|d| {
         let mut r = render(&d.face, req.accept(), "test");
         r.headers.extend(limit_headers.iter().cloned());

@@ -37,7 +37,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, log: &LogStats) -> String {
+    pub fn render(&self, log: &LogStats, limit_store_errors: u64) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
         out.push_str("# TYPE portcullis_responses_total counter\n");
@@ -76,6 +76,11 @@ impl Metrics {
                 "portcullis_decision_log_failures_total",
                 "counter",
                 get(&log.failed),
+            ),
+            (
+                "portcullis_rate_limit_store_errors_total",
+                "counter",
+                limit_store_errors,
             ),
         ] {
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");

@@ -117,7 +117,7 @@ impl Gateway {
         record.client = decision.client.unwrap_or(peer);
         // Stage 4: the rate limits the engine keyed, counted in the store;
         // an exhausted one turns any outcome into 429.
-        let limit_headers = self.limiter.apply(&mut decision, unix_now_ms());
+        let limit_headers = self.limiter.apply(&mut decision, unix_now_ms()).await;
         if decision.denial().is_some() {
             let mut out = self.deny(&req, &record.request_id, &decision);
             add_headers(&mut out.response, &limit_headers);
@@ -128,7 +128,8 @@ impl Gateway {
         if declared_length(&req).is_some_and(|n| n > limit) {
             let detail = format!("Content-Length over the route's {limit} bytes");
             let reason = ReasonCode::PayloadTooLarge;
-            let out = self.refuse(&req, &record.request_id, reason, Stage::Parse, detail, true);
+            let mut out = self.refuse(&req, &record.request_id, reason, Stage::Parse, detail, true);
+            add_headers(&mut out.response, &limit_headers);
             return record.finish(out, Some(decision)).await;
         }
         // Stage 10: forward to the upstream, the static files or the echo.

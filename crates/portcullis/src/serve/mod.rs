@@ -106,7 +106,7 @@ async fn serve(loaded: Loaded, addr: SocketAddr) -> Result<log::Writer, String> 
         metrics: Arc::new(Metrics::default()),
         marker: Box::leak(uuid::Uuid::new_v4().simple().to_string().into_boxed_str()),
         jwks_wake: refresher.as_ref().map(Refresher::wake_handle),
-        limiter: crate::limits::Limiter::in_memory(1_000_000),
+        limiter: crate::limits::Limiter::configured(&loaded.rate_limit_store)?,
     });
     if let Some(r) = refresher {
         let gw = Arc::clone(&gateway);
@@ -124,7 +124,13 @@ async fn serve(loaded: Loaded, addr: SocketAddr) -> Result<log::Writer, String> 
             .await
             .map_err(|e| format!("cannot listen on {admin_addr}: {e}"))?;
         let gw = Arc::clone(&gateway);
-        let render = Arc::new(move || gw.metrics.render(gw.log.stats()));
+        let render = Arc::new(move || {
+            let store_errors = gw
+                .limiter
+                .store_errors
+                .load(std::sync::atomic::Ordering::Relaxed);
+            gw.metrics.render(gw.log.stats(), store_errors)
+        });
         eprintln!(
             "portcullis: admin on http://{}",
             l.local_addr().unwrap_or(admin_addr)
