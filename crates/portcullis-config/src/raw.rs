@@ -33,6 +33,9 @@ pub struct RawConfig {
     /// Where rate limits are counted.
     #[serde(default)]
     pub rate_limit_store: RawLimitStore,
+    /// User-Agent and request rules, in order.
+    #[serde(default, rename = "request_rule")]
+    pub request_rules: Vec<Spanned<RawRule>>,
     /// The routes, in order.
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RawRoute>>,
@@ -173,6 +176,55 @@ pub struct RawRateLimit {
     pub ipv6_prefix: Option<Spanned<u8>>,
     /// `open` (default) or `closed`: what happens when the store is down.
     pub on_store_error: Option<Spanned<String>>,
+}
+
+/// One `[[request_rule]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Unique id (named in decisions and logs).
+    pub id: Spanned<String>,
+    /// Methods it applies to (all when absent).
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// The canonical path.
+    pub path: Option<Spanned<RawMatch>>,
+    /// The User-Agent.
+    pub user_agent: Option<Spanned<RawMatch>>,
+    /// A header: `{ name = "...", exact|prefix|regex = "..." }`.
+    pub header: Option<Spanned<RawNamedMatch>>,
+    /// A query parameter: `{ name = "...", exact|prefix|regex = "..." }`.
+    pub query: Option<Spanned<RawNamedMatch>>,
+    /// `block` (default) or `log` (only record that it would have blocked).
+    pub action: Option<Spanned<String>>,
+    /// The client-facing message.
+    pub message: Option<String>,
+}
+
+/// `{ exact = "..." }`, `{ prefix = "..." }` or `{ regex = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// Equal.
+    pub exact: Option<String>,
+    /// Starts with.
+    pub prefix: Option<String>,
+    /// Matches anywhere.
+    pub regex: Option<String>,
+}
+
+/// A header or query parameter and how its value is matched.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNamedMatch {
+    /// The header or parameter name.
+    pub name: Spanned<String>,
+    /// Equal.
+    pub exact: Option<String>,
+    /// Starts with.
+    pub prefix: Option<String>,
+    /// Matches anywhere.
+    pub regex: Option<String>,
 }
 
 /// `[rate_limit_store]`: where limits are counted.

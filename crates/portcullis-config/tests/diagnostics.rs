@@ -634,3 +634,45 @@ fn rate_limit_settings_are_checked() {
         assert!(msg.contains(want_msg), "{prefix}: {msg}");
     }
 }
+
+#[test]
+fn request_rules_are_checked_where_they_stand() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[[request_rule]]\nid = \"a\"\nuser_agent = { regex = \"(unclosed\" }\n",
+            "portcullis.toml:3:14",
+            "the regex does not compile",
+        ),
+        (
+            "[[request_rule]]\nid = \"a\"\npath = { exact = \"/x\", prefix = \"/y\" }\n",
+            "portcullis.toml:3:8",
+            "exactly one of exact, prefix and regex",
+        ),
+        (
+            "[[request_rule]]\nid = \"a\"\nmethods = [\"GET\"]\n",
+            "portcullis.toml:1:1",
+            "has no condition",
+        ),
+        (
+            "[[request_rule]]\nid = \"a\"\npath = { prefix = \"/x\" }\naction = \"drop\"\n",
+            "portcullis.toml:4:10",
+            "use \"block\" or \"log\"",
+        ),
+        (
+            "[[request_rule]]\nid = \"a\"\npath = { prefix = \"/x\" }\n\n[[request_rule]]\nid = \"a\"\npath = { prefix = \"/y\" }\n",
+            "portcullis.toml:6:6",
+            "rule id \"a\" is used twice",
+        ),
+    ];
+    for (prefix, want_loc, want_msg) in cases {
+        let f = Fixture::new();
+        f.write("portcullis.toml", &format!("{prefix}\n{CONFIG}"));
+        let e = f.error();
+        let (loc, msg) = (
+            e.errors[0].location().to_owned(),
+            e.errors[0].message().to_owned(),
+        );
+        assert!(loc.ends_with(want_loc), "{prefix}: {loc}");
+        assert!(msg.contains(want_msg), "{prefix}: {msg}");
+    }
+}

@@ -201,6 +201,8 @@ pub struct Decision {
     /// What the engine concluded, when the front door replaced it (a rate
     /// limit refused): the engine's stages are explained by this.
     pub engine_verdict: Option<Verdict>,
+    /// Request rules in log mode that matched: they would have blocked.
+    pub rules_logged: Vec<Arc<str>>,
 }
 
 impl Decision {
@@ -302,6 +304,11 @@ impl Decision {
                 None => String::new(),
             },
             Stage::RateLimit => String::new(),
+            Stage::Rules if self.rules_logged.is_empty() => "no rule matched".to_owned(),
+            Stage::Rules => format!(
+                "log-only rules matched (would have blocked): {}",
+                self.rules_logged.join(", ")
+            ),
             Stage::Network => format!(
                 "client {} passed the IP lists",
                 self.client.map(|c| c.to_string()).unwrap_or_default()

@@ -12,6 +12,7 @@ use crate::authz::{AuthzInput, AuthzOutcome, AuthzVerdict, CedarPolicy};
 use crate::client::ClientAddressPolicy;
 use crate::network::{Blocked, IpGate};
 use crate::ratelimit::{self, KeyFacts, RateLimitSpec};
+use crate::rules::Rules;
 use std::sync::Arc;
 
 use crate::decision::{
@@ -44,6 +45,7 @@ pub struct Engine {
     client: ClientAddressPolicy,
     gate: IpGate,
     route_gates: Vec<IpGate>,
+    rules: Rules,
     global_limits: Vec<Arc<RateLimitSpec>>,
     route_limits: Vec<Vec<Arc<RateLimitSpec>>>,
     table: RouteTable,
@@ -65,6 +67,7 @@ impl Engine {
             client: ClientAddressPolicy::default(),
             gate: IpGate::default(),
             route_gates: Vec::new(),
+            rules: Rules::default(),
             global_limits: Vec::new(),
             route_limits: Vec::new(),
             table,
@@ -125,6 +128,12 @@ impl Engine {
         ratelimit::checks(specs, &key_facts, &mut d.limits);
     }
 
+    /// User-Agent and request rules.
+    pub fn with_rules(mut self, rules: Rules) -> Self {
+        self.rules = rules;
+        self
+    }
+
     /// How client addresses are resolved.
     pub fn client_policy(&self) -> &ClientAddressPolicy {
         &self.client
@@ -163,6 +172,7 @@ impl Engine {
             client: None,
             limits: Vec::new(),
             engine_verdict: None,
+            rules_logged: Vec::new(),
         };
 
         // 1. Parse: one canonical path, before anything looks at the path, so
@@ -206,6 +216,20 @@ impl Engine {
         //    store, before the route table answers anything.
         if !self.global_limits.is_empty() {
             self.limit_checks(&self.global_limits, facts, client, None, None, &mut d);
+        }
+
+        // 6. Request rules: on the canonical path, before the route table,
+        //    so a blocked probe learns nothing about what exists.
+        if !self.rules.is_empty() {
+            let path = d.path.as_deref().unwrap_or("/");
+            let outcome = self
+                .rules
+                .check(facts.method, path, d.query.as_deref(), facts.headers);
+            d.rules_logged = outcome.logged;
+            if let Some(b) = outcome.blocked_by {
+                return refuse(d, rule_denial(b));
+            }
+            d.step(Stage::Rules, StepOutcome::Pass);
         }
 
         // 7. Route: which action and resource this is, and whether it exists.
@@ -426,6 +450,24 @@ fn refuse(mut d: Decision, mut denial: Denial) -> Decision {
     d.step(denial.stage, StepOutcome::Deny);
     d.verdict = Verdict::Deny(Box::new(denial));
     d
+}
+
+fn rule_denial(b: crate::rules::Blocked) -> Denial {
+    let reason = if b.user_agent_only {
+        ReasonCode::UserAgentBlocked
+    } else {
+        ReasonCode::RequestBlocked
+    };
+    let mut denial = simple(
+        reason,
+        Stage::Rules,
+        format!("request rule \"{}\" matched", b.id),
+    );
+    if let Some(m) = b.message {
+        denial.face.message = m;
+    }
+    denial.policies = vec![format!("rule:{}", b.id).into()];
+    denial
 }
 
 fn blocked(b: Blocked) -> Denial {

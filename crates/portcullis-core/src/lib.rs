@@ -18,6 +18,7 @@ pub mod ratelimit;
 pub mod reason;
 pub mod render;
 pub mod route;
+pub mod rules;
 pub mod spec;
 
 pub use decision::{Challenge, Decision, Denial, Face, StepOutcome, Trace, TraceStep, Verdict};

@@ -17,6 +17,8 @@ pub enum Stage {
     Network,
     /// Stage 4: rate limits (the front door counts; the engine keys).
     RateLimit,
+    /// Stage 6: User-Agent and request rules.
+    Rules,
     /// Stage 7: match the canonical path against the route table.
     Route,
     /// Stage 8: verify the credential the route asks for.
@@ -35,6 +37,7 @@ impl Stage {
             Stage::Client => "client",
             Stage::Network => "network",
             Stage::RateLimit => "rate_limit",
+            Stage::Rules => "rules",
             Stage::Route => "route",
             Stage::Authenticate => "authenticate",
             Stage::Authorize => "authorize",
@@ -79,6 +82,10 @@ pub enum ReasonCode {
     InvalidClientAddress,
     /// The client address is in a deny list, or in no allow list.
     IpBlocked,
+    /// A rule on the User-Agent alone matched.
+    UserAgentBlocked,
+    /// A request rule matched.
+    RequestBlocked,
     /// A rate limit is exhausted.
     RateLimited,
     /// A fail-closed rate limit's store cannot be reached.
@@ -177,6 +184,16 @@ impl ReasonCode {
                 "RateLimited",
                 "Too many requests; retry after the time in Retry-After.",
             ),
+            ReasonCode::UserAgentBlocked => (
+                403,
+                "UserAgentBlocked",
+                "Requests from this client software are not allowed.",
+            ),
+            ReasonCode::RequestBlocked => (
+                403,
+                "RequestBlocked",
+                "This request was blocked by a security rule.",
+            ),
             ReasonCode::RateLimiterUnavailable => (
                 503,
                 "RateLimiterUnavailable",
@@ -259,6 +276,8 @@ impl ReasonCode {
             ReasonCode::IpBlocked => "ip_blocked",
             ReasonCode::RateLimited => "rate_limited",
             ReasonCode::RateLimiterUnavailable => "rate_limiter_unavailable",
+            ReasonCode::UserAgentBlocked => "user_agent_blocked",
+            ReasonCode::RequestBlocked => "request_blocked",
             ReasonCode::UriTooLong => "uri_too_long",
             ReasonCode::HeadersTooLarge => "headers_too_large",
             ReasonCode::PayloadTooLarge => "payload_too_large",
@@ -274,7 +293,7 @@ impl ReasonCode {
     }
 
     /// Every reason, for tests that check the table is total and consistent.
-    pub const ALL: [ReasonCode; 25] = [
+    pub const ALL: [ReasonCode; 27] = [
         ReasonCode::InvalidPath,
         ReasonCode::InvalidRequest,
         ReasonCode::NotFound,
@@ -289,6 +308,8 @@ impl ReasonCode {
         ReasonCode::IpBlocked,
         ReasonCode::RateLimited,
         ReasonCode::RateLimiterUnavailable,
+        ReasonCode::UserAgentBlocked,
+        ReasonCode::RequestBlocked,
         ReasonCode::UriTooLong,
         ReasonCode::HeadersTooLarge,
         ReasonCode::PayloadTooLarge,

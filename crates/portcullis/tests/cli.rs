@@ -97,7 +97,7 @@ fn test_runs_the_quickstart_cases() {
     ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(
-        stdout(&o).trim_end().ends_with("35 passed, 0 failed"),
+        stdout(&o).trim_end().ends_with("37 passed, 0 failed"),
         "{}",
         stdout(&o)
     );
@@ -150,7 +150,7 @@ fn explain_json_has_the_documented_fields() {
     assert_eq!(v["error"], "InsufficientPermissions");
     assert_eq!(v["message"], "Deleting users requires the 'admin' role.");
     assert_eq!(v["stage"], "authorize");
-    assert_eq!(v["trace"].as_array().unwrap().len(), 6);
+    assert_eq!(v["trace"].as_array().unwrap().len(), 7);
     assert_eq!(v["client"], "127.0.0.1");
     assert!(
         v["hint"].as_str().unwrap().contains(

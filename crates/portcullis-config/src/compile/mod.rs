@@ -7,6 +7,7 @@ mod limits;
 mod network;
 mod policy;
 mod routes;
+mod rules;
 mod serving;
 
 use std::ops::Range;
@@ -84,6 +85,9 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
         .map_err(|mut e| errors.append(&mut e))
         .ok();
     let rate_limit_store = limits::store(&ctx, &raw).map_err(|e| errors.push(e)).ok();
+    let request_rules = rules::compile(&ctx, &raw)
+        .map_err(|mut e| errors.append(&mut e))
+        .ok();
     let (policy, auth) = match (policy, auth) {
         (Ok(p), Ok(a)) => (p, a),
         (p, a) => {
@@ -104,11 +108,13 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
         Some((global_gate, route_gates)),
         Some((global_limits, route_limits)),
         Some(rate_limit_store),
+        Some(request_rules),
     ) = (
         serving.filter(|_| errors.is_empty()),
         gates,
         rate_limits,
         rate_limit_store,
+        request_rules,
     )
     else {
         return Err(errors.into());
@@ -126,7 +132,8 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
         engine: Engine::new(table, specs, auth.authenticator, cedar)
             .with_client_policy(serving.client)
             .with_ip_gates(global_gate, route_gates)
-            .with_rate_limits(global_limits, route_limits),
+            .with_rate_limits(global_limits, route_limits)
+            .with_rules(request_rules),
         server: serving.server,
         upstream: serving.upstream,
         identity_headers: serving.identity_headers,

@@ -184,6 +184,7 @@ struct Line<'a> {
     stage: Option<&'static str>,
     policies: Vec<&'a str>,
     hint: Option<&'a str>,
+    rules_logged: Vec<&'a str>,
     latency_ms: f64,
     upstream_status: Option<u16>,
 }
@@ -245,6 +246,9 @@ impl<'a> Line<'a> {
             stage: stage.map(Stage::as_str),
             policies,
             hint: hint.filter(|h| !h.is_empty()),
+            rules_logged: d
+                .map(|d| d.rules_logged.iter().map(|r| &**r).collect())
+                .unwrap_or_default(),
             latency_ms: e.latency.as_secs_f64() * 1000.0,
             upstream_status: e.upstream_status,
         }
