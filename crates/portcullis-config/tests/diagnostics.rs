@@ -612,6 +612,11 @@ fn rate_limit_settings_are_checked() {
             "keyed by route",
         ),
         (
+            "[rate_limit_store]\nredis = \"rediss://cache.internal:6380\"\n",
+            "portcullis.toml:2:9",
+            "not supported yet",
+        ),
+        (
             "[network]\nrate_limits = [\"nope\"]\n",
             "portcullis.toml:2:16",
             "no rate limit is named \"nope\"",

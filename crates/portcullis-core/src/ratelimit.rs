@@ -32,7 +32,8 @@ pub enum KeyPart {
     ApiKey,
     /// The matched route's name.
     Route,
-    /// A header's value (`-` when absent).
+    /// A header's value (`-` when absent); written `hdr:NAME:VALUE`, and
+    /// never shown in hints or logs (it may be a credential).
     Header(HeaderName),
 }
 
@@ -124,7 +125,7 @@ fn part_value(part: &KeyPart, f: &KeyFacts<'_>, out: &mut String) {
                 .get(name)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).replace('|', "%7C"))
                 .unwrap_or_else(|| "-".to_owned());
-            let _ = write!(out, "{name}:{v}");
+            let _ = write!(out, "hdr:{name}:{v}");
         }
     }
 }

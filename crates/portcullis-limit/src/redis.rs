@@ -69,7 +69,9 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 impl RedisStore {
     /// A store at `url` (`redis://host:port/db`); nothing is connected yet.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError(format!("{url}: {e}")))?;
+        // The URL may hold a password: it is never repeated in an error.
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError(format!("the Redis URL is invalid: {e}")))?;
         Ok(RedisStore {
             client,
             conn: OnceCell::new(),

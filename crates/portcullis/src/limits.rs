@@ -196,13 +196,9 @@ impl Limiter {
 fn shown_key(key: &str) -> String {
     key.split('|')
         .skip(1)
-        .map(|part| {
-            let known = ["ip:", "net:", "sub:", "key:", "route:"];
-            if known.iter().any(|k| part.starts_with(k)) {
-                part.to_owned()
-            } else {
-                format!("{}:…", part.split(':').next().unwrap_or(""))
-            }
+        .map(|part| match part.strip_prefix("hdr:") {
+            Some(h) => format!("hdr:{}:…", h.split(':').next().unwrap_or("")),
+            None => part.to_owned(),
         })
         .collect::<Vec<_>>()
         .join("|")

@@ -29,10 +29,21 @@ pub(crate) fn store(ctx: &Ctx, raw: &RawConfig) -> Result<LimitStore, ConfigErro
         }
         return Ok(LimitStore::Memory { max_keys });
     };
-    if !(url.get_ref().starts_with("redis://") || url.get_ref().starts_with("rediss://")) {
+    if url.get_ref().starts_with("rediss://") {
+        return Err(ctx
+            .err(url.span(), "TLS to Redis (rediss://) is not supported yet")
+            .help("reach Redis over a private network with redis://"));
+    }
+    if !url.get_ref().starts_with("redis://") {
         return Err(ctx
             .err(url.span(), "not a Redis URL")
             .help("write it as redis://127.0.0.1:6379/0"));
+    }
+    if let Some(m) = &s.max_keys {
+        return Err(ctx.err(
+            m.span(),
+            "max_keys bounds the in-memory store; with redis it has no effect",
+        ));
     }
     let timeout_ms = match s.timeout.as_ref().map(|t| (t, t.get_ref())) {
         None => 100,

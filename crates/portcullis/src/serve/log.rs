@@ -215,12 +215,12 @@ impl<'a> Line<'a> {
         };
         // A gateway fault (502/503/504, 499) is an error; a refusal is a
         // deny; an upstream's own 5xx on an allowed request is still an allow.
+        // The gateway's own faults (5xx refusals, a fail-closed limiter, a
+        // client gone) are errors; an upstream's 5xx on an allowed request
+        // is still an allow.
         let decision = match (&e.refusal, error) {
-            (Some((r, _, _)), _)
-                if r.info().status >= 500 || *r == ReasonCode::ClientClosedRequest =>
-            {
-                "error"
-            }
+            (Some((r, _, _)), _) if *r == ReasonCode::ClientClosedRequest => "error",
+            (_, Some(_)) if e.status >= 500 => "error",
             (_, Some(_)) => "deny",
             _ => "allow",
         };
