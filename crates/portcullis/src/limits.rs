@@ -192,8 +192,9 @@ impl Limiter {
     }
 }
 
-/// The key for the log, without header values (they may be credentials).
-fn shown_key(key: &str) -> String {
+/// A limit's key for people (hints, `explain`), without the limit's name
+/// and without header values (they may be credentials).
+pub fn shown_key(key: &str) -> String {
     key.split('|')
         .skip(1)
         .map(|part| match part.strip_prefix("hdr:") {

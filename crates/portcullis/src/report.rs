@@ -2,6 +2,8 @@
 //! line and column), and decisions as text or JSON.
 
 use portcullis_config::LoadError;
+
+use crate::limits::shown_key;
 use portcullis_core::{Decision, Rendered, Verdict};
 use serde_json::{Value, json};
 
@@ -70,6 +72,13 @@ pub fn decision_json(d: &Decision, response: Option<&Rendered>) -> Value {
         "resource": d.resource.as_ref().map(ToString::to_string),
         "policies": Value::Null,
         "hint": Value::Null,
+        "rate_limits": d.limits.iter().map(|c| json!({
+            "name": &*c.spec.name,
+            "limit": c.spec.limit,
+            "period_ms": c.spec.period_ms,
+            "key": shown_key(&c.key),
+        })).collect::<Vec<_>>(),
+        "rules_logged": d.rules_logged.iter().map(|r| &**r).collect::<Vec<_>>(),
         "trace": trace,
     });
     match &d.verdict {
@@ -139,6 +148,15 @@ pub fn decision_text(d: &Decision, response: Option<&Rendered>) -> String {
             }
             out.push_str(&format!("hint: {}\n", den.hint));
         }
+    }
+    for check in &d.limits {
+        out.push_str(&format!(
+            "rate limit: \"{}\" ({} per {} s), counted under {}\n",
+            check.spec.name,
+            check.spec.limit,
+            check.spec.period_ms as f64 / 1000.0,
+            shown_key(&check.key)
+        ));
     }
     if let Some(r) = response {
         out.push_str(&format!("response: {}\n", r.status));

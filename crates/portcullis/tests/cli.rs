@@ -160,6 +160,10 @@ fn explain_json_has_the_documented_fields() {
         v["hint"]
     );
 
+    let v = explain_json(&["--path", "/public/limited"]);
+    assert_eq!(v["rate_limits"][0]["name"], "public-limited");
+    assert_eq!(v["rate_limits"][0]["key"], "ip:127.0.0.1");
+
     let v = explain_json(&["--path", "/public/hello"]);
     assert_eq!(v["decision"], "allow");
     assert!(v["status"].is_null());
