@@ -122,10 +122,13 @@ impl Rules {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> RuleOutcome {
+        // Bytes outside ASCII are read lossily, never as "no User-Agent":
+        // a scanner must not slip past a rule by adding one.
         let ua = headers
             .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .unwrap_or_default();
+        let ua: &str = &ua;
         let hits = |set: &Option<(RegexSet, Vec<usize>)>, v: &str| -> Vec<usize> {
             set.as_ref().map_or_else(Vec::new, |(s, owners)| {
                 s.matches(v).into_iter().map(|i| owners[i]).collect()

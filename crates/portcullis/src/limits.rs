@@ -81,6 +81,9 @@ impl Limiter {
     /// [`Limiter::apply`] for the offline commands, which always count in
     /// memory.
     pub fn apply_offline(&self, d: &mut Decision, now_ms: u64) -> LimitHeaders {
+        if d.limits.is_empty() {
+            return Vec::new();
+        }
         let results = d
             .limits
             .iter()
