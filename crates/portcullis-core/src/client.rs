@@ -132,21 +132,77 @@ fn list(headers: &HeaderMap, name: &str, f: impl Fn(&str) -> Option<String>) -> 
         .collect()
 }
 
-/// The `for=` parameter of each `Forwarded` element, in order. An element
-/// without one breaks the chain: the proxy that wrote it did not say.
+/// The `for=` parameter of each `Forwarded` element, in order. Commas and
+/// semicolons inside quoted strings separate nothing (a quoted `host`
+/// cannot smuggle in an element). An element without `for=`, or with two,
+/// breaks the chain: the proxy that wrote it did not say, or said twice.
 fn forwarded_for(headers: &HeaderMap) -> Result<Vec<String>, String> {
-    let elements = list(headers, "forwarded", |e| Some(e.to_owned()));
-    elements
-        .iter()
-        .map(|element| {
-            element
-                .split(';')
+    let mut out = Vec::new();
+    for line in headers.get_all("forwarded") {
+        let line = String::from_utf8_lossy(line.as_bytes());
+        for element in split_unquoted(&line, ',') {
+            let element = element.trim();
+            if element.is_empty() {
+                continue;
+            }
+            let fors: Vec<&str> = split_unquoted(element, ';')
+                .into_iter()
                 .filter_map(|pair| pair.split_once('='))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
-                .map(|(_, v)| v.trim().trim_matches('"').to_owned())
-                .ok_or_else(|| format!("a Forwarded element has no for=: {:?}", truncate(element)))
-        })
-        .collect()
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
+                .map(|(_, v)| v.trim())
+                .collect();
+            match fors.as_slice() {
+                [one] => out.push(unquote(one).ok_or_else(|| {
+                    format!("a Forwarded for= is badly quoted: {:?}", truncate(element))
+                })?),
+                [] => {
+                    return Err(format!(
+                        "a Forwarded element has no for=: {:?}",
+                        truncate(element)
+                    ));
+                }
+                _ => {
+                    return Err(format!(
+                        "a Forwarded element has two for=: {:?}",
+                        truncate(element)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Split on `sep` outside double-quoted strings (with `\` escapes).
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// A token, or a quoted string without escapes (a node never needs one).
+fn unquote(v: &str) -> Option<String> {
+    match v.strip_prefix('"') {
+        None if !v.contains('"') => Some(v.to_owned()),
+        None => None,
+        Some(rest) => {
+            let inner = rest.strip_suffix('"')?;
+            (!inner.contains(['"', '\\'])).then(|| inner.to_owned())
+        }
+    }
 }
 
 /// One chain entry: an IPv4 address in dotted-quad form, an IPv6 address,
@@ -353,6 +409,16 @@ mod tests {
         assert!(got("for=unknown").is_err());
         assert!(got("for=_hidden").is_err());
         assert!(got("proto=https").is_err());
+        // Separators inside a quoted host separate nothing.
+        assert_eq!(
+            got("for=203.0.113.7;host=\"x,for=1.2.3.4\""),
+            Ok(ip("203.0.113.7"))
+        );
+        assert_eq!(
+            got("host=\"x;for=1.2.3.4\";for=203.0.113.7"),
+            Ok(ip("203.0.113.7"))
+        );
+        assert!(got("for=203.0.113.7;for=1.2.3.4").is_err());
         // X-Forwarded-For is not read when Forwarded is the configured header.
         assert_eq!(
             p.resolve(peer, &h(&[("x-forwarded-for", "203.0.113.7")]))

@@ -109,13 +109,15 @@ impl Engine {
         specs: &[Arc<RateLimitSpec>],
         facts: &RequestFacts<'_>,
         client: IpAddr,
-        subject: Option<&str>,
+        caller: Option<&Identity>,
         route: Option<&str>,
         d: &mut Decision,
     ) {
-        let api_key = self
-            .authn
-            .api_key_header()
+        let subject = caller.map(|id| id.subject.as_str());
+        // Only a key that authenticated names a bucket of its own.
+        let api_key = caller
+            .filter(|id| id.method == crate::authn::AuthMethod::ApiKey)
+            .and_then(|_| self.authn.api_key_header())
             .and_then(|h| facts.headers.get(h))
             .map(|v| v.as_bytes());
         let key_facts = KeyFacts {
@@ -285,11 +287,11 @@ impl Engine {
         //    known or refused, and counted either way, so guessing
         //    credentials against a 401 is limited too.
         if let Some(specs) = self.route_limits.get(route_id).filter(|s| !s.is_empty()) {
-            let subject = match &outcome {
-                AuthOutcome::Authenticated(id) => Some(id.subject.as_str()),
+            let caller = match &outcome {
+                AuthOutcome::Authenticated(id) => Some(&**id),
                 _ => None,
             };
-            self.limit_checks(specs, facts, client, subject, Some(&route.name), &mut d);
+            self.limit_checks(specs, facts, client, caller, Some(&route.name), &mut d);
         }
 
         let identity = match outcome {

@@ -27,8 +27,9 @@ pub enum KeyPart {
     },
     /// The authenticated subject; the client address when anonymous.
     Subject,
-    /// The API key presented (by its digest, never the key); the client
-    /// address when none.
+    /// The API key that authenticated the request (by its digest, never
+    /// the key); the client address otherwise, so made-up keys cannot
+    /// each get a fresh bucket.
     ApiKey,
     /// The matched route's name.
     Route,
@@ -60,6 +61,9 @@ pub struct LimitCheck {
     pub spec: Arc<RateLimitSpec>,
     /// The key within it.
     pub key: String,
+    /// A route's own limit (false: a global one). A concealing route's
+    /// own limits never show in a response.
+    pub route_level: bool,
 }
 
 /// What the key parts read.
@@ -86,6 +90,7 @@ pub(crate) fn checks(
         out.push(LimitCheck {
             spec: Arc::clone(spec),
             key,
+            route_level: facts.route.is_some(),
         });
     }
 }
@@ -102,7 +107,7 @@ fn part_value(part: &KeyPart, f: &KeyFacts<'_>, out: &mut String) {
         }
         KeyPart::Subject => match f.subject {
             Some(s) => {
-                let _ = write!(out, "sub:{}", s.replace('|', "%7C"));
+                let _ = write!(out, "sub:{}", escape(s));
             }
             None => {
                 let _ = write!(out, "ip:{}", f.client);
@@ -110,7 +115,7 @@ fn part_value(part: &KeyPart, f: &KeyFacts<'_>, out: &mut String) {
         },
         KeyPart::ApiKey => match f.api_key {
             Some(k) => {
-                let _ = write!(out, "key:{}", crate::authn::apikey::digest_hex(k));
+                let _ = write!(out, "key:{}", digest_hex(k));
             }
             None => {
                 let _ = write!(out, "ip:{}", f.client);
@@ -120,12 +125,23 @@ fn part_value(part: &KeyPart, f: &KeyFacts<'_>, out: &mut String) {
             let _ = write!(out, "route:{}", f.route.unwrap_or("-"));
         }
         KeyPart::Header(name) => {
+            // By digest: the value may be a credential, and the key travels
+            // to Redis and into logs.
             let v = f
                 .headers
                 .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).replace('|', "%7C"))
+                .map(|v| digest_hex(v.as_bytes()))
                 .unwrap_or_else(|| "-".to_owned());
             let _ = write!(out, "hdr:{name}:{v}");
         }
     }
+}
+
+/// `%` then `|` escaped, so distinct values stay distinct keys.
+fn escape(s: &str) -> String {
+    s.replace('%', "%25").replace('|', "%7C")
+}
+
+fn digest_hex(v: &[u8]) -> String {
+    crate::authn::apikey::digest_hex(v)[..32].to_owned()
 }

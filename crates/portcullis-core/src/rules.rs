@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
-use regex::{Regex, RegexSet};
+use regex::{Regex, RegexSet, RegexSetBuilder};
 
 /// How a value is matched.
 #[derive(Debug, Clone)]
@@ -85,8 +85,10 @@ pub struct Blocked {
 }
 
 impl Rules {
-    /// Compile `rules`; the regexes inside them are already valid.
-    pub fn new(rules: Vec<RuleSpec>) -> Self {
+    /// Compile `rules` (whose regexes are each valid) into the combined
+    /// sets. Fails if a set grows past its size limit: rules that silently
+    /// stopped matching would fail open.
+    pub fn new(rules: Vec<RuleSpec>) -> Result<Self, String> {
         let set = |pick: &dyn Fn(&RuleSpec) -> Option<&Matcher>| {
             let mut patterns = Vec::new();
             let mut owners = Vec::new();
@@ -96,17 +98,22 @@ impl Rules {
                     owners.push(i);
                 }
             }
-            (!patterns.is_empty())
-                .then(|| RegexSet::new(&patterns).ok().map(|s| (s, owners)))
-                .flatten()
+            if patterns.is_empty() {
+                return Ok(None);
+            }
+            RegexSetBuilder::new(&patterns)
+                .size_limit(64 << 20)
+                .build()
+                .map(|s| Some((s, owners)))
+                .map_err(|e| format!("the rules' regexes together are too large: {e}"))
         };
-        let ua_set = set(&|r| r.user_agent.as_ref());
-        let path_set = set(&|r| r.path.as_ref());
-        Rules {
+        let ua_set = set(&|r| r.user_agent.as_ref())?;
+        let path_set = set(&|r| r.path.as_ref())?;
+        Ok(Rules {
             rules,
             ua_set,
             path_set,
-        }
+        })
     }
 
     /// Whether there is anything to check.
@@ -154,7 +161,7 @@ impl Rules {
                 })
                 && r.query
                     .as_ref()
-                    .is_none_or(|(name, m)| query_values(query, name).any(|v| m.is_match(v)));
+                    .is_none_or(|(name, m)| query_values(query, name).any(|v| m.is_match(&v)));
             if !matched {
                 continue;
             }
@@ -176,12 +183,36 @@ impl Rules {
     }
 }
 
-/// Values of `name` in a query string, as sent (not decoded).
-fn query_values<'q>(query: Option<&'q str>, name: &'q str) -> impl Iterator<Item = &'q str> {
+/// Values of `name` in a query string, decoded as a form would be (`+`
+/// and percent escapes), so `?de%62ug=%31` is the `debug=1` the upstream
+/// will read.
+fn query_values<'q>(query: Option<&'q str>, name: &'q str) -> impl Iterator<Item = String> + 'q {
     query.unwrap_or("").split('&').filter_map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
+        (form_decode(k) == name).then(|| form_decode(v))
     })
+}
+
+fn form_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |c: u8| char::from(c).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -225,7 +256,8 @@ mod tests {
                 block: false,
                 ..rule("dotfiles")
             },
-        ]);
+        ])
+        .unwrap();
         let get = Method::GET;
         let out = rules.check(&get, "/public", None, &ua("SQLMap/1.7"));
         assert_eq!(out.blocked_by.unwrap().id.as_ref(), "sqlmap");
@@ -249,6 +281,13 @@ mod tests {
                 .blocked_by
                 .is_none()
         );
+        // Encoded forms of the same parameter match too.
+        assert!(
+            rules
+                .check(&post, "/admin/x", Some("de%62ug=%31"), &none)
+                .blocked_by
+                .is_some()
+        );
         assert!(
             rules
                 .check(&get, "/admin/x", Some("debug=1"), &none)
@@ -265,7 +304,8 @@ mod tests {
         let rules = Rules::new(vec![RuleSpec {
             user_agent: Some(Matcher::Exact(String::new())),
             ..rule("no-ua")
-        }]);
+        }])
+        .unwrap();
         let b = rules
             .check(&Method::GET, "/", None, &HeaderMap::new())
             .blocked_by

@@ -103,18 +103,24 @@ impl Limiter {
         results: Vec<Result<Step, StoreError>>,
         now_ms: u64,
     ) -> LimitHeaders {
+        // A concealing route's own limits are counted but never shown: they
+        // would tell the route apart from a path that does not exist.
+        let concealing = d.route.as_ref().is_some_and(|r| r.conceal);
+        let hidden = |c: &LimitCheck| concealing && c.route_level;
         let mut policies = Vec::with_capacity(d.limits.len());
         let mut shown: Option<(Arc<str>, Step)> = None;
         let mut refused: Option<(LimitCheck, Step)> = None;
         let mut unavailable: Option<(LimitCheck, StoreError)> = None;
         for (check, result) in d.limits.iter().zip(results) {
             let spec = &check.spec;
-            policies.push(format!(
-                "\"{}\";q={};w={}",
-                spec.name,
-                spec.limit,
-                spec.period_ms.div_ceil(1000)
-            ));
+            if !hidden(check) {
+                policies.push(format!(
+                    "\"{}\";q={};w={}",
+                    spec.name,
+                    spec.limit,
+                    spec.period_ms.div_ceil(1000)
+                ));
+            }
             let step = match result {
                 Ok(step) => step,
                 Err(e) => {
@@ -131,11 +137,13 @@ impl Limiter {
             let tighter = shown
                 .as_ref()
                 .is_none_or(|(_, s)| step.remaining < s.remaining);
-            if refused.is_none() && tighter {
+            if refused.is_none() && tighter && !hidden(check) {
                 shown = Some((Arc::clone(&spec.name), step));
             }
         }
-        if let Some((check, step)) = &refused {
+        if let Some((check, step)) = &refused
+            && !hidden(check)
+        {
             shown = Some((Arc::clone(&check.spec.name), *step));
         }
         let mut headers: LimitHeaders = vec![("ratelimit-policy", policies.join(", "))];
@@ -151,12 +159,15 @@ impl Limiter {
         }
         if let Some((check, e)) = unavailable {
             headers.push(("retry-after", "1".to_owned()));
-            d.refuse_at_front_door(denial(
-                ReasonCode::RateLimiterUnavailable,
-                &check,
-                format!(
-                    "rate limit \"{}\" is fail-closed and its store could not be reached: {e}",
-                    check.spec.name
+            d.refuse_at_front_door(conceal_if(
+                hidden(&check),
+                denial(
+                    ReasonCode::RateLimiterUnavailable,
+                    &check,
+                    format!(
+                        "rate limit \"{}\" is fail-closed and its store could not be reached: {e}",
+                        check.spec.name
+                    ),
                 ),
             ));
         } else if let Some((check, step)) = refused {
@@ -170,7 +181,8 @@ impl Limiter {
                 spec.limit,
                 spec.period_ms as f64 / 1000.0
             );
-            d.refuse_at_front_door(denial(ReasonCode::RateLimited, &check, hint));
+            let refusal = denial(ReasonCode::RateLimited, &check, hint);
+            d.refuse_at_front_door(conceal_if(hidden(&check), refusal));
         }
         // A 404 never carries them: a concealed route's limits would tell
         // it apart from a path that does not exist.
@@ -213,6 +225,18 @@ fn quota(c: &LimitCheck) -> Quota {
         limit: c.spec.limit,
         period_ms: c.spec.period_ms,
     }
+}
+
+/// On a concealing route, its own limit refuses with the face of a
+/// genuine 404, like every other denial there; the log keeps the real one.
+fn conceal_if(hidden: bool, mut d: Denial) -> Denial {
+    if hidden {
+        d.concealed = Some(std::mem::replace(
+            &mut d.face,
+            Face::of(ReasonCode::NotFound),
+        ));
+    }
+    d
 }
 
 fn denial(reason: ReasonCode, check: &LimitCheck, hint: String) -> Denial {

@@ -1153,3 +1153,40 @@ fn rate_limits_answer_429_with_retry_after_and_count_failed_logins() {
     );
     assert!(up.seen().is_empty());
 }
+
+#[test]
+fn a_concealed_routes_own_limit_never_gives_the_route_away() {
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    let (_d, config) = proxied(&up, "");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "resource = { type = \"Report\", id = \"{id}\" }\nconceal = true\n",
+        "resource = { type = \"Report\", id = \"{id}\" }\nconceal = true\nrate_limits = [\"reports\"]\n",
+        1,
+    ) + "\n[rate_limits.reports]\nlimit = 2\nperiod = \"1m\"\nkey = [\"ip\"]\n";
+    assert!(text.contains("rate_limits = [\"reports\"]"));
+    std::fs::write(&config, text).unwrap();
+    let gw = Gateway::start(&config);
+    let genuine = get(gw.addr, "/no-such-thing", &[("Accept", "application/json")]);
+    let strip = |r: &support::Reply| {
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| {
+                !k.eq_ignore_ascii_case("x-request-id") && !k.eq_ignore_ascii_case("date")
+            })
+            .cloned()
+            .collect();
+        h.sort();
+        let mut body = r.json();
+        body["request_id"] = serde_json::Value::Null;
+        (r.status, h, body)
+    };
+    // Anonymous callers are denied (concealed) and counted; past the limit
+    // the answer must still be the genuine 404, headers and body.
+    for i in 0..4 {
+        let r = get(gw.addr, "/reports/q3", &[("Accept", "application/json")]);
+        assert_eq!(strip(&r), strip(&genuine), "request {i}");
+    }
+    assert!(up.seen().is_empty());
+}

@@ -85,8 +85,8 @@ pub(crate) fn compile(
         let mut out = Vec::new();
         for w in wanted {
             match specs.get(w.get_ref().as_str()) {
-                Some(s) if global && s.key.iter().any(|k| matches!(k, KeyPart::Subject)) => errors.push(
-                    ctx.err(w.span(), format!("rate limit {:?} is keyed by subject, which a global limit does not know yet", w.get_ref()))
+                Some(s) if global && s.key.iter().any(|k| matches!(k, KeyPart::Subject | KeyPart::ApiKey)) => errors.push(
+                    ctx.err(w.span(), format!("rate limit {:?} is keyed by the caller (subject or api_key), which a global limit does not know yet", w.get_ref()))
                         .help("global limits are counted before authentication; name it on the routes instead"),
                 ),
                 Some(s) if global && s.key.contains(&KeyPart::Route) => errors.push(
@@ -155,6 +155,10 @@ fn one(
         Ok(0) => {
             errors.push(ctx.err(r.period.span(), "the period must be longer than zero"));
             0
+        }
+        Ok(ms) if ms > 366 * 86_400_000 => {
+            errors.push(ctx.err(r.period.span(), "the period is at most a year"));
+            ms
         }
         Ok(ms) if limit > 0 && ms < u64::from(limit) => {
             errors.push(ctx.err(

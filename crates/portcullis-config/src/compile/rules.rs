@@ -34,11 +34,16 @@ pub(crate) fn compile(ctx: &Ctx, raw: &RawConfig) -> Result<Rules, Vec<ConfigErr
             Err(mut e) => errors.append(&mut e),
         }
     }
-    if errors.is_empty() {
-        Ok(Rules::new(specs))
-    } else {
-        Err(errors)
+    if !errors.is_empty() {
+        return Err(errors);
     }
+    Rules::new(specs).map_err(|e| {
+        let span = raw.request_rules.first().map_or(0..0, Spanned::span);
+        vec![
+            ctx.err(span, e)
+                .help("use fewer or simpler regexes, or prefixes"),
+        ]
+    })
 }
 
 fn one(ctx: &Ctx, raw: &Spanned<RawRule>) -> Result<RuleSpec, Vec<ConfigError>> {

@@ -352,13 +352,39 @@ fn address(ctx: &Ctx, l: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
 
 fn cidr(ctx: &Ctx, c: &Spanned<String>) -> Result<IpNet, ConfigError> {
     let t = c.get_ref().trim();
-    t.parse::<IpNet>()
+    let net = t
+        .parse::<IpNet>()
         .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
         .map(|n| n.trunc())
         .map_err(|_| {
             ctx.err(c.span(), format!("'{t}' is not an address or CIDR"))
                 .help("write e.g. 10.0.0.0/8, 192.0.2.1 or fd00::/8")
-        })
+        })?;
+    if net.prefix_len() == 0 {
+        return Err(ctx
+            .err(
+                c.span(),
+                "trusting every address lets any client name its own address",
+            )
+            .help("list your proxies' own networks"));
+    }
+    // Peers are compared as IPv4 when they are IPv4-mapped; so are these.
+    let net = match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(v4.into(), n.prefix_len() - 96).unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    };
+    if net.prefix_len() == 0 {
+        return Err(ctx
+            .err(
+                c.span(),
+                "trusting every IPv4 address lets any client name its own address",
+            )
+            .help("list your proxies' own networks"));
+    }
+    Ok(net)
 }
 
 fn existing_file(ctx: &Ctx, p: &Spanned<String>) -> Result<PathBuf, ConfigError> {
