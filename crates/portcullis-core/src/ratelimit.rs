@@ -132,7 +132,7 @@ fn part_value(part: &KeyPart, f: &KeyFacts<'_>, out: &mut String) {
                 .get(name)
                 .map(|v| digest_hex(v.as_bytes()))
                 .unwrap_or_else(|| "-".to_owned());
-            let _ = write!(out, "hdr:{name}:{v}");
+            let _ = write!(out, "hdr:{}:{v}", escape(name.as_str()));
         }
     }
 }

@@ -146,7 +146,10 @@ impl Limiter {
         {
             shown = Some((Arc::clone(&check.spec.name), *step));
         }
-        let mut headers: LimitHeaders = vec![("ratelimit-policy", policies.join(", "))];
+        let mut headers: LimitHeaders = Vec::new();
+        if !policies.is_empty() {
+            headers.push(("ratelimit-policy", policies.join(", ")));
+        }
         if let Some((name, step)) = &shown {
             headers.push((
                 "ratelimit",
