@@ -471,17 +471,7 @@ fn serving_settings_are_checked_where_they_stand() {
             "at least one line",
         ),
     ];
-    for (prefix, want_loc, want_msg) in cases {
-        let f = Fixture::new();
-        f.write("portcullis.toml", &format!("{prefix}\n{CONFIG}"));
-        let e = f.error();
-        let (loc, msg) = (
-            e.errors[0].location().to_owned(),
-            e.errors[0].message().to_owned(),
-        );
-        assert!(loc.ends_with(want_loc), "{prefix}: {loc}");
-        assert!(msg.contains(want_msg), "{prefix}: {msg}");
-    }
+    refused_at(cases);
 }
 
 #[test]
@@ -627,17 +617,7 @@ fn rate_limit_settings_are_checked() {
             "at most 32",
         ),
     ];
-    for (prefix, want_loc, want_msg) in cases {
-        let f = Fixture::new();
-        f.write("portcullis.toml", &format!("{prefix}\n{CONFIG}"));
-        let e = f.error();
-        let (loc, msg) = (
-            e.errors[0].location().to_owned(),
-            e.errors[0].message().to_owned(),
-        );
-        assert!(loc.ends_with(want_loc), "{prefix}: {loc}");
-        assert!(msg.contains(want_msg), "{prefix}: {msg}");
-    }
+    refused_at(cases);
 }
 
 #[test]
@@ -669,6 +649,12 @@ fn request_rules_are_checked_where_they_stand() {
             "rule id \"a\" is used twice",
         ),
     ];
+    refused_at(cases);
+}
+
+/// Each configuration prefix, put before the fixture, is refused with its
+/// first error at `file:line:col` and a message containing the text.
+fn refused_at(cases: &[(&str, &str, &str)]) {
     for (prefix, want_loc, want_msg) in cases {
         let f = Fixture::new();
         f.write("portcullis.toml", &format!("{prefix}\n{CONFIG}"));
