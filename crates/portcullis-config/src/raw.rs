@@ -184,9 +184,8 @@ pub struct RawRateLimit {
 pub struct RawRule {
     /// Unique id (named in decisions and logs).
     pub id: Spanned<String>,
-    /// Methods it applies to (all when absent).
-    #[serde(default)]
-    pub methods: Vec<Spanned<String>>,
+    /// Methods it applies to (all when absent), written as for routes.
+    pub methods: Option<Spanned<Vec<String>>>,
     /// The canonical path.
     pub path: Option<Spanned<RawMatch>>,
     /// The User-Agent.

@@ -634,6 +634,16 @@ fn request_rules_are_checked_where_they_stand() {
             "exactly one of exact, prefix and regex",
         ),
         (
+            "[[request_rule]]\nid = \"a\"\nmethods = [\"get\"]\npath = { prefix = \"/x\" }\n",
+            "portcullis.toml:3:11",
+            "\"get\" is not a method",
+        ),
+        (
+            "[[request_rule]]\nid = \"a\"\npath = { prefix = \"/%7Euser\" }\n",
+            "portcullis.toml:3:8",
+            "is not a canonical path",
+        ),
+        (
             "[[request_rule]]\nid = \"a\"\nmethods = [\"GET\"]\n",
             "portcullis.toml:1:1",
             "has no condition",

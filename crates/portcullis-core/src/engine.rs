@@ -208,7 +208,7 @@ impl Engine {
         // 3. Network gates: a blocked address is refused before the route
         //    table says anything about what exists.
         if !self.gate.is_empty() {
-            if let Err(b) = self.gate.check(client, "global") {
+            if let Err(b) = self.gate.check(client, None) {
                 return refuse(d, blocked(b));
             }
             d.step(Stage::Network, StepOutcome::Pass);
@@ -271,7 +271,7 @@ impl Engine {
 
         // 3, per route: the route's own IP lists, now that it is known.
         if let Some(gate) = route_gate {
-            if let Err(b) = gate.check(client, &format!("route \"{}\"", route.name)) {
+            if let Err(b) = gate.check(client, Some(&route.name)) {
                 return refuse(d, blocked(b));
             }
             d.step(Stage::Network, StepOutcome::Pass);

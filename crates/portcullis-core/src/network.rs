@@ -129,15 +129,22 @@ impl IpGate {
         self.deny.is_empty() && self.allow.is_empty()
     }
 
-    /// Check `client`; deny lists first, then the allow lists.
-    pub fn check(&self, client: IpAddr, place: &str) -> Result<(), Blocked> {
+    /// Check `client`; deny lists first, then the allow lists. `route` is
+    /// the route whose gate this is (`None`: the global one); it is only
+    /// written into the hint of a refusal.
+    pub fn check(&self, client: IpAddr, route: Option<&str>) -> Result<(), Blocked> {
+        let place = || match route {
+            Some(r) => format!("route \"{r}\""),
+            None => "global".to_owned(),
+        };
         if let Some(list) = self.deny.iter().find(|l| l.set.contains(client)) {
             return Err(Blocked {
                 rule: format!("ip-list:{}", list.name).into(),
                 message: list.message.clone(),
                 hint: format!(
-                    "client {client} is in the deny list \"{}\" ({place})",
-                    list.name
+                    "client {client} is in the deny list \"{}\" ({})",
+                    list.name,
+                    place()
                 ),
             });
         }
@@ -147,8 +154,9 @@ impl IpGate {
                 rule: format!("ip-list:{}", names.join(",")).into(),
                 message: self.allow.iter().find_map(|l| l.message.clone()),
                 hint: format!(
-                    "client {client} is in none of the allow lists [{}] ({place})",
-                    names.join(", ")
+                    "client {client} is in none of the allow lists [{}] ({})",
+                    names.join(", "),
+                    place()
                 ),
             });
         }

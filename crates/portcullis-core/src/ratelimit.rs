@@ -82,7 +82,7 @@ pub(crate) fn checks(
 ) {
     for spec in specs {
         let mut key = String::with_capacity(64);
-        key.push_str(&spec.name);
+        key.push_str(&escape(&spec.name));
         for part in &spec.key {
             key.push('|');
             part_value(part, facts, &mut key);
@@ -122,7 +122,11 @@ fn part_value(part: &KeyPart, f: &KeyFacts<'_>, out: &mut String) {
             }
         },
         KeyPart::Route => {
-            let _ = write!(out, "route:{}", f.route.unwrap_or("-"));
+            let _ = write!(
+                out,
+                "route:{}",
+                f.route.map_or_else(|| "-".to_owned(), escape)
+            );
         }
         KeyPart::Header(name) => {
             // By digest: the value may be a credential, and the key travels
@@ -144,4 +148,49 @@ fn escape(s: &str) -> String {
 
 fn digest_hex(v: &[u8]) -> String {
     crate::authn::apikey::digest_hex(v)[..32].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, parts: Vec<KeyPart>, route: Option<&str>, subject: Option<&str>) -> String {
+        let spec = Arc::new(RateLimitSpec {
+            name: name.into(),
+            limit: 1,
+            period_ms: 1000,
+            key: parts,
+            fail_open: true,
+        });
+        let headers = HeaderMap::new();
+        let facts = KeyFacts {
+            client: "192.0.2.1".parse().unwrap(),
+            headers: &headers,
+            subject,
+            api_key: None,
+            route,
+        };
+        let mut out = Vec::new();
+        checks(&[spec], &facts, &mut out);
+        out.remove(0).key
+    }
+
+    #[test]
+    fn names_routes_and_subjects_cannot_forge_each_others_keys() {
+        // A limit name holding the separator is not another limit's key.
+        assert_ne!(
+            key("x|route:r", vec![KeyPart::Ip], None, None),
+            key("x", vec![KeyPart::Route, KeyPart::Ip], Some("r"), None)
+        );
+        // An escaped form is not the character it stands for.
+        assert_ne!(
+            key("s", vec![KeyPart::Subject], None, Some("auth0|42")),
+            key("s", vec![KeyPart::Subject], None, Some("auth0%7C42"))
+        );
+        // Anonymous callers fall back to the address, never one shared bucket.
+        assert_eq!(
+            key("s", vec![KeyPart::Subject], None, None),
+            "s|ip:192.0.2.1"
+        );
+    }
 }

@@ -10,6 +10,8 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
+
+use crate::route::Methods;
 use regex::{Regex, RegexSet, RegexSetBuilder};
 
 /// How a value is matched.
@@ -38,8 +40,8 @@ impl Matcher {
 pub struct RuleSpec {
     /// Its id (the rule named in decisions and logs).
     pub id: Arc<str>,
-    /// Methods it applies to (all when empty).
-    pub methods: Vec<Method>,
+    /// Methods it applies to (GET implies HEAD, as for routes).
+    pub methods: Methods,
     /// The canonical path.
     pub path: Option<Matcher>,
     /// The `User-Agent` (a request without one matches against "").
@@ -129,30 +131,37 @@ impl Rules {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> RuleOutcome {
-        // Bytes outside ASCII are read lossily, never as "no User-Agent":
-        // a scanner must not slip past a rule by adding one.
-        let ua = headers
-            .get(http::header::USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()))
-            .unwrap_or_default();
-        let ua: &str = &ua;
-        let hits = |set: &Option<(RegexSet, Vec<usize>)>, v: &str| -> Vec<usize> {
+        // Every User-Agent line counts (a second one must not hide a
+        // scanner), read lossily: bytes outside ASCII must not make it "".
+        let mut agents: Vec<String> = headers
+            .get_all(http::header::USER_AGENT)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        if agents.is_empty() {
+            agents.push(String::new());
+        }
+        let hits = |set: &Option<(RegexSet, Vec<usize>)>, values: &[&str]| -> Vec<usize> {
             set.as_ref().map_or_else(Vec::new, |(s, owners)| {
-                s.matches(v).into_iter().map(|i| owners[i]).collect()
+                values
+                    .iter()
+                    .flat_map(|v| s.matches(v).into_iter().map(|i| owners[i]))
+                    .collect()
             })
         };
-        let ua_hits = hits(&self.ua_set, ua);
-        let path_hits = hits(&self.path_set, path);
+        let agents: Vec<&str> = agents.iter().map(String::as_str).collect();
+        let ua_hits = hits(&self.ua_set, &agents);
+        let path_hits = hits(&self.path_set, &[path]);
         let mut out = RuleOutcome::default();
         for (i, r) in self.rules.iter().enumerate() {
-            let field = |m: &Option<Matcher>, v: &str, hits: &[usize]| match m {
+            let field = |m: &Option<Matcher>, values: &[&str], hits: &[usize]| match m {
                 None => true,
                 Some(Matcher::Regex(_)) => hits.contains(&i),
-                Some(m) => m.is_match(v),
+                Some(m) => values.iter().any(|v| m.is_match(v)),
             };
-            let matched = (r.methods.is_empty() || r.methods.contains(method))
-                && field(&r.user_agent, ua, &ua_hits)
-                && field(&r.path, path, &path_hits)
+            let matched = r.methods.contains(method)
+                && field(&r.user_agent, &agents, &ua_hits)
+                && field(&r.path, &[path], &path_hits)
                 && r.header.as_ref().is_none_or(|(name, m)| {
                     headers
                         .get_all(name)
@@ -174,7 +183,7 @@ impl Rules {
                         && r.path.is_none()
                         && r.header.is_none()
                         && r.query.is_none()
-                        && r.methods.is_empty(),
+                        && r.methods == Methods::Any,
                     message: r.message.clone(),
                 });
             }
@@ -222,7 +231,7 @@ mod tests {
     fn rule(id: &str) -> RuleSpec {
         RuleSpec {
             id: id.into(),
-            methods: Vec::new(),
+            methods: Methods::Any,
             path: None,
             user_agent: None,
             header: None,
@@ -246,7 +255,7 @@ mod tests {
                 ..rule("sqlmap")
             },
             RuleSpec {
-                methods: vec![Method::POST],
+                methods: Methods::only(vec![Method::POST]),
                 path: Some(Matcher::Prefix("/admin".into())),
                 query: Some(("debug".into(), Matcher::Exact("1".into()))),
                 ..rule("admin-debug")
@@ -297,6 +306,53 @@ mod tests {
         let logged = rules.check(&get, "/x/.git/config", None, &none);
         assert!(logged.blocked_by.is_none());
         assert_eq!(logged.logged, vec![Arc::<str>::from("dotfiles")]);
+    }
+
+    #[test]
+    fn head_is_covered_by_get_and_every_user_agent_line_counts() {
+        let rules = Rules::new(vec![
+            RuleSpec {
+                methods: Methods::only(vec![Method::GET]),
+                path: Some(Matcher::Prefix("/admin".into())),
+                ..rule("admin")
+            },
+            RuleSpec {
+                user_agent: Some(Matcher::Regex(Regex::new("(?i)sqlmap").unwrap())),
+                ..rule("sqlmap")
+            },
+            RuleSpec {
+                user_agent: Some(Matcher::Prefix("curl/".into())),
+                ..rule("curl")
+            },
+        ])
+        .unwrap();
+        let none = HeaderMap::new();
+        let head = rules.check(&Method::HEAD, "/admin/x", None, &none);
+        assert_eq!(head.blocked_by.unwrap().id.as_ref(), "admin");
+        for agents in [["Mozilla/5.0", "sqlmap/1.7"], ["Mozilla/5.0", "curl/8.0"]] {
+            let mut h = HeaderMap::new();
+            for a in agents {
+                h.append(http::header::USER_AGENT, a.parse().unwrap());
+            }
+            assert!(
+                rules
+                    .check(&Method::GET, "/", None, &h)
+                    .blocked_by
+                    .is_some(),
+                "{agents:?}"
+            );
+        }
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_bytes(b"sqlmap\xff").unwrap(),
+        );
+        assert!(
+            rules
+                .check(&Method::GET, "/", None, &odd)
+                .blocked_by
+                .is_some()
+        );
     }
 
     #[test]

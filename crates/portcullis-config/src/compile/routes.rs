@@ -150,7 +150,7 @@ fn one(
     ))
 }
 
-fn methods(ctx: &Ctx, raw: &Spanned<Vec<String>>) -> Result<Methods, ConfigError> {
+pub(crate) fn methods(ctx: &Ctx, raw: &Spanned<Vec<String>>) -> Result<Methods, ConfigError> {
     let list = raw.get_ref();
     if list.iter().any(|m| m == "*") {
         if list.len() > 1 {

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use http::{HeaderName, Method};
+use http::HeaderName;
+use portcullis_core::normalize::normalize_path;
+use portcullis_core::route::Methods;
 use portcullis_core::rules::{Matcher, RuleSpec, Rules};
 use regex::RegexBuilder;
 use toml::Spanned;
@@ -49,11 +51,34 @@ pub(crate) fn compile(ctx: &Ctx, raw: &RawConfig) -> Result<Rules, Vec<ConfigErr
 fn one(ctx: &Ctx, raw: &Spanned<RawRule>) -> Result<RuleSpec, Vec<ConfigError>> {
     let r = raw.get_ref();
     let mut errors = Vec::new();
-    let mut methods = Vec::new();
-    for m in &r.methods {
-        match Method::from_bytes(m.get_ref().as_bytes()) {
-            Ok(method) => methods.push(method),
-            Err(_) => errors.push(ctx.err(m.span(), format!("{:?} is not a method", m.get_ref()))),
+    // The routes' own method rules: case-sensitive, and GET implies HEAD
+    // (a rule on GET that HEAD escaped would protect nothing).
+    let methods = match &r.methods {
+        None => Methods::Any,
+        Some(m) => super::routes::methods(ctx, m).unwrap_or_else(|e| {
+            errors.push(e);
+            Methods::Any
+        }),
+    };
+    // Paths are matched against the canonical path: a literal that
+    // normalisation would change could never match, and the rule would
+    // fail open without a word.
+    if let Some(m) = &r.path {
+        for lit in [&m.get_ref().exact, &m.get_ref().prefix]
+            .into_iter()
+            .flatten()
+        {
+            match normalize_path(lit) {
+                Ok(canon) if canon == *lit => {}
+                Ok(canon) => errors.push(
+                    ctx.err(m.span(), format!("{lit:?} is not a canonical path"))
+                        .help(format!("rules see canonical paths: write {canon:?}")),
+                ),
+                Err(e) => errors.push(ctx.err(
+                    m.span(),
+                    format!("{lit:?} is not a path a request can have: {e}"),
+                )),
+            }
         }
     }
     let mut matcher = |span: Range<usize>,

@@ -27,7 +27,6 @@ use portcullis_core::authn::Identity;
 use serde_json::json;
 
 use super::body::{Body, BodyWatch, full};
-use super::guard::REFUSED_HEADER;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -50,6 +49,9 @@ pub struct Hop<'a> {
     pub proto: &'static str,
     /// Whether the peer is a trusted proxy (its forwarding headers are kept).
     pub trusted: bool,
+    /// A single-address client header the configuration believes from
+    /// trusted proxies (`X-Real-IP` and the like); removed from anyone else.
+    pub client_header: Option<&'a HeaderName>,
     /// The request id.
     pub request_id: &'a str,
 }
@@ -62,6 +64,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        // The framing and the host the decision was made on are not the
+        // client's to drop: `Connection: host` would route the upstream
+        // somewhere the policy never looked at.
+        .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH)
         .collect();
     for n in named.iter().chain(HOP_BY_HOP.iter()) {
         h.remove(n);
@@ -78,8 +84,28 @@ pub fn upstream_headers(
 ) {
     let original_host = h.get(header::HOST).cloned();
     strip_hop_by_hop(h);
-    h.remove(REFUSED_HEADER);
     for n in [&names.subject, &names.roles, &names.scopes] {
+        h.remove(n);
+    }
+    // Upstreams that read `_` as `-` (CGI, Rack) would take `X_Auth_Subject`
+    // for the identity header: underscore spellings of the headers the
+    // gateway manages never pass.
+    let managed = |n: &str| {
+        let n = n.replace('_', "-");
+        [&names.subject, &names.roles, &names.scopes]
+            .iter()
+            .any(|m| m.as_str() == n)
+            || n.starts_with("x-forwarded-")
+            || n == "forwarded"
+            || n == super::reqid::HEADER
+            || hop.client_header.is_some_and(|c| c.as_str() == n)
+    };
+    let underscored: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().contains('_') && managed(k.as_str()))
+        .cloned()
+        .collect();
+    for n in underscored {
         h.remove(n);
     }
     if let Some(id) = identity {
@@ -109,6 +135,9 @@ fn forwarding(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<&HeaderValue>) {
     } else {
         h.remove(&xfp);
         h.remove(&xfh);
+        if let Some(c) = hop.client_header {
+            h.remove(c);
+        }
     }
     h.remove(&xff);
     h.remove(header::FORWARDED);
@@ -371,6 +400,7 @@ mod tests {
             peer: "192.0.2.7".parse().unwrap(),
             proto: "http",
             trusted,
+            client_header: None,
             request_id: "rid",
         }
     }
@@ -426,6 +456,54 @@ mod tests {
         assert!(h.get("connection").is_none());
         assert!(h.get("keep-alive").is_none());
         assert!(h.get("x-secret-hop").is_none());
+    }
+
+    #[test]
+    fn connection_cannot_drop_the_host_or_the_length() {
+        let mut h = map(&[
+            ("host", "decided.test"),
+            ("content-length", "3"),
+            ("connection", "host, content-length, x-other"),
+            ("x-other", "1"),
+        ]);
+        upstream_headers(&mut h, &hop(false), None, &IdentityHeaders::default());
+        assert_eq!(h["host"], "decided.test");
+        assert_eq!(h["content-length"], "3");
+        assert!(h.get("x-other").is_none());
+    }
+
+    #[test]
+    fn underscore_spellings_and_an_untrusted_client_header_never_pass() {
+        let real_ip = HeaderName::from_static("x-real-ip");
+        let mut h = map(&[
+            ("x_auth_subject", "root"),
+            ("X_Auth_Roles", "admin"),
+            ("x_forwarded_for", "10.9.9.9"),
+            ("x_request_id", "forged"),
+            ("x-real-ip", "10.9.9.9"),
+            ("x_real_ip", "10.9.9.9"),
+            ("x_unrelated", "kept"),
+        ]);
+        let mut untrusted = hop(false);
+        untrusted.client_header = Some(&real_ip);
+        upstream_headers(&mut h, &untrusted, None, &IdentityHeaders::default());
+        for gone in [
+            "x_auth_subject",
+            "x_auth_roles",
+            "x_forwarded_for",
+            "x_request_id",
+            "x-real-ip",
+            "x_real_ip",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone} reached the upstream");
+        }
+        assert_eq!(h["x_unrelated"], "kept");
+        // From a trusted proxy the configured header is its to send.
+        let mut h = map(&[("x-real-ip", "203.0.113.7")]);
+        let mut trusted = hop(true);
+        trusted.client_header = Some(&real_ip);
+        upstream_headers(&mut h, &trusted, None, &IdentityHeaders::default());
+        assert_eq!(h["x-real-ip"], "203.0.113.7");
     }
 
     #[test]

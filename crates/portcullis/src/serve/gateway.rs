@@ -15,8 +15,8 @@ use std::time::SystemTime;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use ipnet::IpNet;
 use portcullis_config::{IdentityHeaders, Limits, StaticSite};
+use portcullis_core::client::ClientHeader;
 use portcullis_core::{Decision, Engine, Face, ReasonCode, RequestFacts, Stage, render};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -58,8 +58,6 @@ pub struct Gateway {
     pub target: Target,
     /// Identity header names.
     pub identity: IdentityHeaders,
-    /// Trusted proxies.
-    pub trusted: Vec<IpNet>,
     /// Limits.
     pub limits: Limits,
     /// Body limits by route name.
@@ -87,12 +85,17 @@ impl Gateway {
     /// Answer one request.
     pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let started = Instant::now();
+        // One clock reading per request: the log's time, the engine's `now`
+        // and the rate limits' all come from it.
         let at = SystemTime::now();
+        let now_ms = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let peer = conn.peer.ip().to_canonical();
-        let trusted = reqid::is_trusted(peer, &self.trusted);
+        let trusted = self.engine.client_policy().is_trusted(peer);
         // Stage 1: the id comes first so every answer, even a refusal of a
         // malformed head, carries it.
-        let request_id = reqid::assign(req.headers(), peer, &self.trusted);
+        let request_id = reqid::assign(req.headers(), trusted);
         // Stage 11 starts here: whichever way the request ends, even with
         // the client gone before the answer, this writes its one log line.
         let mut record = Record::new(self, at, started, request_id, peer, req.method());
@@ -113,13 +116,13 @@ impl Gateway {
         // Stages 2 and 7-9: the client address (through trusted proxies),
         // route, authenticate, authorize. The engine is pure and cannot
         // fail; a denial here is final and nothing reaches the upstream.
-        let mut decision = self.decide(&req, peer);
+        let mut decision = self.decide(&req, peer, now_ms);
         record.client = decision.client.unwrap_or(peer);
         // Stage 4: the rate limits the engine keyed, counted in the store;
         // an exhausted one turns any outcome into 429.
-        let limit_headers = self.limiter.apply(&mut decision, unix_now_ms()).await;
-        if decision.denial().is_some() {
-            let mut out = self.deny(&req, &record.request_id, &decision);
+        let limit_headers = self.limiter.apply(&mut decision, now_ms).await;
+        if let Some(denial) = decision.denial() {
+            let mut out = self.deny(&req, &record.request_id, &denial.face);
             add_headers(&mut out.response, &limit_headers);
             return record.finish(out, Some(decision)).await;
         }
@@ -137,6 +140,10 @@ impl Gateway {
             peer,
             proto: if conn.tls { "https" } else { "http" },
             trusted,
+            client_header: match self.engine.client_policy().header() {
+                ClientHeader::Single(name) => Some(name),
+                _ => None,
+            },
             request_id: &record.request_id,
         };
         let (parts, body) = req.into_parts();
@@ -192,11 +199,14 @@ impl Gateway {
         None
     }
 
-    fn decide<B>(&self, req: &Request<B>, peer: IpAddr) -> Decision {
+    fn decide<B>(&self, req: &Request<B>, peer: IpAddr, now_ms: u64) -> Decision {
         let uri = req.uri();
         let target_owned;
-        let target = match (req.version(), uri.scheme()) {
-            (Version::HTTP_2, _) | (_, None) => uri.path_and_query().map_or("/", |p| p.as_str()),
+        // The target as the client wrote it: origin form (and HTTP/2's
+        // path) as is; absolute and authority form (CONNECT) whole, so the
+        // engine judges them rather than a "/" made up here.
+        let target = match (req.version(), uri.scheme(), uri.path_and_query()) {
+            (Version::HTTP_2, _, Some(p)) | (_, None, Some(p)) => p.as_str(),
             _ => {
                 target_owned = uri.to_string();
                 &target_owned
@@ -207,7 +217,7 @@ impl Gateway {
             target,
             headers: req.headers(),
             peer,
-            now: unix_now(),
+            now: i64::try_from(now_ms / 1000).unwrap_or(i64::MAX),
         };
         let decision = self.engine.decide(&facts);
         if decision.unknown_key_id
@@ -309,15 +319,11 @@ impl Gateway {
         &self,
         req: &Request<B>,
         request_id: &str,
-        d: &Decision,
+        face: &Face,
     ) -> Outcome {
-        let face = d.denial().map_or_else(
-            || Face::of(ReasonCode::AccessDenied),
-            |den| den.face.clone(),
-        );
         let close = has_body(req.body());
         Outcome {
-            response: self.refusal(req, request_id, &face, close),
+            response: self.refusal(req, request_id, face, close),
             refusal: None,
             upstream_status: None,
         }
@@ -379,6 +385,7 @@ struct Record<'g> {
     at: SystemTime,
     started: Instant,
     request_id: String,
+    peer: IpAddr,
     client: IpAddr,
     method: http::Method,
     done: bool,
@@ -390,7 +397,7 @@ impl<'g> Record<'g> {
         at: SystemTime,
         started: Instant,
         request_id: String,
-        client: IpAddr,
+        peer: IpAddr,
         method: &http::Method,
     ) -> Self {
         Record {
@@ -398,7 +405,8 @@ impl<'g> Record<'g> {
             at,
             started,
             request_id,
-            client,
+            peer,
+            client: peer,
             method: method.clone(),
             done: false,
         }
@@ -409,6 +417,7 @@ impl<'g> Record<'g> {
             at: self.at,
             request_id: self.request_id.clone(),
             client: self.client,
+            peer: self.peer,
             method: self.method.clone(),
             decision: None,
             refusal,
@@ -477,16 +486,4 @@ fn add_headers(resp: &mut Response<Body>, headers: &LimitHeaders) {
             resp.headers_mut().insert(HeaderName::from_static(name), v);
         }
     }
-}
-
-fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -28,8 +28,10 @@ pub struct Entry {
     pub at: SystemTime,
     /// The request id.
     pub request_id: String,
-    /// The client address.
+    /// The client address (resolved through trusted proxies).
     pub client: IpAddr,
+    /// The TCP peer.
+    pub peer: IpAddr,
     /// The method.
     pub method: Method,
     /// The engine's decision; `None` when the request was refused before it
@@ -230,7 +232,7 @@ impl<'a> Line<'a> {
             unix: i64::try_from(unix.as_secs()).unwrap_or(i64::MAX),
             request_id: &e.request_id,
             client: e.client,
-            peer: d.map_or(e.client, |d| d.peer),
+            peer: e.peer,
             method: e.method.as_str(),
             path: d.and_then(|d| d.path.as_deref()),
             route: d.and_then(|d| d.route.as_ref()).map(|r| &*r.name),

@@ -99,7 +99,6 @@ async fn serve(loaded: Loaded, addr: SocketAddr) -> Result<log::Writer, String> 
         engine: loaded.engine,
         target,
         identity: loaded.identity_headers,
-        trusted: server.trusted_proxies.clone(),
         limits: server.limits,
         route_max_body: loaded.route_max_body,
         log: decision_log,

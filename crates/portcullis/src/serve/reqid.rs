@@ -2,17 +2,14 @@
 //! trusted proxy sent, so one id follows a request through every hop. An id
 //! from anyone else is ignored: it would let a client forge log entries.
 
-use std::net::IpAddr;
-
 use http::HeaderMap;
-use ipnet::IpNet;
 
 /// The header that carries the id, both ways.
 pub const HEADER: &str = "x-request-id";
 
-/// The id for a request from `peer`.
-pub fn assign(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> String {
-    if is_trusted(peer, trusted) {
+/// The id for a request; `trusted` says whether the peer is a trusted proxy.
+pub fn assign(headers: &HeaderMap, trusted: bool) -> String {
+    if trusted {
         let mut values = headers.get_all(HEADER).iter();
         if let (Some(v), None) = (values.next(), values.next())
             && let Ok(s) = v.to_str()
@@ -22,12 +19,6 @@ pub fn assign(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> String {
         }
     }
     uuid::Uuid::now_v7().to_string()
-}
-
-/// Whether `peer` is one of the trusted proxies.
-pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
-    let peer = peer.to_canonical();
-    trusted.iter().any(|n| n.contains(&peer))
 }
 
 /// Short, and only characters that need no escaping anywhere it is echoed.
@@ -49,24 +40,27 @@ mod tests {
         h
     }
 
+    /// The gateway asks the engine's client policy whether a peer is trusted.
+    fn trusted(peer: &str) -> bool {
+        portcullis_core::client::ClientAddressPolicy::new(
+            vec!["10.0.0.0/8".parse().unwrap()],
+            portcullis_core::client::ClientHeader::XForwardedFor,
+        )
+        .is_trusted(peer.parse().unwrap())
+    }
+
     #[test]
     fn only_a_trusted_peer_names_the_id() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = headers(&["abc-123"]);
-        assert_eq!(assign(&h, "10.1.2.3".parse().unwrap(), &trusted), "abc-123");
-        assert_eq!(
-            assign(&h, "::ffff:10.1.2.3".parse().unwrap(), &trusted),
-            "abc-123"
-        );
-        let own = assign(&h, "192.0.2.1".parse().unwrap(), &trusted);
+        assert_eq!(assign(&h, trusted("10.1.2.3")), "abc-123");
+        assert_eq!(assign(&h, trusted("::ffff:10.1.2.3")), "abc-123");
+        let own = assign(&h, trusted("192.0.2.1"));
         assert_ne!(own, "abc-123");
         assert_eq!(uuid::Uuid::parse_str(&own).unwrap().get_version_num(), 7);
     }
 
     #[test]
     fn a_strange_or_repeated_id_is_replaced() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let peer = "10.0.0.1".parse().unwrap();
         for h in [
             headers(&["a b"]),
             headers(&["<script>"]),
@@ -74,7 +68,7 @@ mod tests {
             headers(&["a", "b"]),
             headers(&[""]),
         ] {
-            let id = assign(&h, peer, &trusted);
+            let id = assign(&h, trusted("10.0.0.1"));
             assert!(uuid::Uuid::parse_str(&id).is_ok(), "{h:?}");
         }
     }
