@@ -114,7 +114,9 @@ impl StepOutcome {
 /// most a handful of stages; no allocation on the hot path).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Trace {
-    steps: [Option<TraceStep>; 8],
+    // The engine's most (parse, client, network, rules, route, network,
+    // authenticate, authorize) and the front door's rate limit.
+    steps: [Option<TraceStep>; 10],
     len: usize,
 }
 
@@ -324,6 +326,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_longest_trace_and_a_front_door_refusal_all_fit() {
+        let engine = [
+            Stage::Parse,
+            Stage::Client,
+            Stage::Network,
+            Stage::Rules,
+            Stage::Route,
+            Stage::Network,
+            Stage::Authenticate,
+            Stage::Authorize,
+            Stage::RateLimit,
+        ];
+        let mut t = Trace::default();
+        for stage in engine {
+            t.push(TraceStep {
+                stage,
+                outcome: StepOutcome::Pass,
+            });
+        }
+        let kept: Vec<Stage> = t.iter().map(|s| s.stage).collect();
+        assert_eq!(kept, engine);
+    }
+
+    #[test]
     fn the_trace_keeps_order_and_the_deciding_stage_last() {
         let mut t = Trace::default();
         assert!(t.is_empty() && t.last().is_none());
@@ -346,7 +372,7 @@ mod tests {
             stage: Stage::Authorize,
             outcome: StepOutcome::Deny,
         });
-        assert_eq!(t.len(), 8);
+        assert_eq!(t.len(), 10);
         assert_eq!(
             t.last().map(|s| (s.stage, s.outcome)),
             Some((Stage::Authorize, StepOutcome::Deny))

@@ -303,10 +303,10 @@ impl Engine {
             }
         };
         d.step(Stage::Authenticate, StepOutcome::Pass);
-        d.identity = identity.clone();
 
         // 9. Authorize: scopes first (they have their own challenge), then Cedar.
         if let Some(denial) = self.check_scopes(route, identity.as_deref()) {
+            d.identity = identity;
             return refuse(d, denial);
         }
         let verdict = self.policy.authorize(&AuthzInput {
@@ -319,6 +319,10 @@ impl Engine {
             route: &route.name,
             now: facts.now,
         });
+        // Handed to the decision only now: the slice cache keeps slices of
+        // identities something else (the token cache) also holds, and a copy
+        // here would make every identity look shared.
+        d.identity = identity;
         d.principal = Some(verdict.principal.clone());
         match verdict.outcome {
             AuthzOutcome::Allow(policies) => {
