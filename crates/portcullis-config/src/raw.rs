@@ -289,10 +289,10 @@ pub enum OneOrMany {
 
 impl OneOrMany {
     /// As a list.
-    pub fn into_vec(self) -> Vec<String> {
+    pub fn to_vec(&self) -> Vec<String> {
         match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
         }
     }
 }
@@ -305,6 +305,16 @@ pub enum RawDuration {
     Seconds(u64),
     /// With a unit.
     Text(String),
+}
+
+impl RawDuration {
+    /// In milliseconds (`ms`, `s`, `m`, `h`; a bare number is seconds).
+    pub fn millis(&self) -> Result<u64, String> {
+        match self {
+            RawDuration::Seconds(n) => Ok(n.saturating_mul(1000)),
+            RawDuration::Text(t) => crate::duration::parse_millis(t),
+        }
+    }
 }
 
 /// `[authentication.jwt]`.

@@ -78,19 +78,16 @@ impl Limiter {
         self.settle(d, results, now_ms)
     }
 
-    /// [`Limiter::apply`] for the offline commands, which always count in
-    /// memory.
+    /// [`Limiter::apply`] without a runtime, for the offline commands,
+    /// which count in memory ([`Limiter::in_memory`]).
     pub fn apply_offline(&self, d: &mut Decision, now_ms: u64) -> LimitHeaders {
-        if d.limits.is_empty() {
+        let Store::Memory(m) = &self.store else {
             return Vec::new();
-        }
+        };
         let results = d
             .limits
             .iter()
-            .map(|c| match &self.store {
-                Store::Memory(m) => Ok(m.check(&c.key, now_ms, quota(c))),
-                Store::Redis(_) => Err(StoreError("offline commands count in memory".into())),
-            })
+            .map(|c| Ok(m.check(&c.key, now_ms, quota(c))))
             .collect();
         self.settle(d, results, now_ms)
     }

@@ -4,7 +4,9 @@
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use portcullis_core::RequestFacts;
+use portcullis_core::{Decision, Engine, Rendered, RequestFacts, render};
+
+use crate::limits::Limiter;
 
 /// An owned request, to borrow facts from.
 #[derive(Debug)]
@@ -59,6 +61,27 @@ impl OwnedRequest {
             peer: self.ip,
             now,
         }
+    }
+
+    /// Decide at `now` (Unix seconds), count the rate limits in `limiter`,
+    /// and render a denial with the request id `id`: what `explain` and
+    /// `test` show for one request.
+    pub fn decide(
+        &self,
+        engine: &Engine,
+        limiter: &Limiter,
+        now: i64,
+        id: &str,
+    ) -> (Decision, Option<Rendered>) {
+        let mut decision = engine.decide(&self.facts(now));
+        let now_ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
+        let limit_headers = limiter.apply_offline(&mut decision, now_ms);
+        let response = decision.denial().map(|d| {
+            let mut r = render(&d.face, self.accept(), id);
+            r.headers.extend(limit_headers);
+            r
+        });
+        (decision, response)
     }
 
     /// The `Accept` value, for rendering.

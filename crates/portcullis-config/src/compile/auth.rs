@@ -164,10 +164,7 @@ fn jwt(ctx: &Ctx, raw: &Spanned<RawJwt>) -> Result<CompiledJwt, Vec<ConfigError>
     let audiences: Vec<String> = j
         .audience
         .as_ref()
-        .map(|a| match a.get_ref() {
-            crate::raw::OneOrMany::One(s) => vec![s.clone()],
-            crate::raw::OneOrMany::Many(v) => v.clone(),
-        })
+        .map(|a| a.get_ref().to_vec())
         .unwrap_or_default();
     if audiences.iter().any(String::is_empty)
         || (audiences.is_empty() && j.require_audience != Some(false))

@@ -11,8 +11,7 @@ use toml::Spanned;
 use super::Ctx;
 use crate::LimitStore;
 use crate::diag::ConfigError;
-use crate::duration::parse_millis;
-use crate::raw::{RawConfig, RawDuration, RawRateLimit};
+use crate::raw::{RawConfig, RawRateLimit};
 
 type Limits = Vec<Arc<RateLimitSpec>>;
 
@@ -45,12 +44,9 @@ pub(crate) fn store(ctx: &Ctx, raw: &RawConfig) -> Result<LimitStore, ConfigErro
             "max_keys bounds the in-memory store; with redis it has no effect",
         ));
     }
-    let timeout_ms = match s.timeout.as_ref().map(|t| (t, t.get_ref())) {
+    let timeout_ms = match &s.timeout {
         None => 100,
-        Some((_, RawDuration::Seconds(n))) => n.saturating_mul(1000),
-        Some((t, RawDuration::Text(text))) => {
-            parse_millis(text).map_err(|e| ctx.err(t.span(), e))?
-        }
+        Some(t) => t.get_ref().millis().map_err(|e| ctx.err(t.span(), e))?,
     };
     if timeout_ms == 0 {
         return Err(ctx.err(0..0, "[rate_limit_store] timeout must be longer than zero"));
@@ -147,11 +143,7 @@ fn one(
                 .help("use an IP deny list for that"),
         );
     }
-    let period_ms = match r.period.get_ref() {
-        RawDuration::Seconds(s) => Ok(s.saturating_mul(1000)),
-        RawDuration::Text(t) => parse_millis(t),
-    };
-    let period_ms = match period_ms {
+    let period_ms = match r.period.get_ref().millis() {
         Ok(0) => {
             errors.push(ctx.err(r.period.span(), "the period must be longer than zero"));
             0

@@ -161,7 +161,7 @@ fn bad_entry(e: ConfigError) -> ConfigError {
 
 /// An address or CIDR, written canonically enough for `std` (no leading
 /// zeros, no octal or hex); host bits below the prefix are dropped.
-fn parse_entry(s: &str) -> Option<IpNet> {
+pub(crate) fn parse_entry(s: &str) -> Option<IpNet> {
     let s = s.trim();
     s.parse::<IpNet>()
         .ok()

@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use super::Ctx;
 use crate::diag::ConfigError;
-use crate::duration::{parse_bytes, parse_millis};
+use crate::duration::parse_bytes;
 use crate::raw::{RawConfig, RawDuration, RawServer, RawSize, RawUpstream};
 use crate::{
     DecisionLog, IdentityHeaders, Limits, Server, StaticSite, TlsFiles, Upstream, UrlUpstream,
@@ -352,14 +352,10 @@ fn address(ctx: &Ctx, l: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
 
 fn cidr(ctx: &Ctx, c: &Spanned<String>) -> Result<IpNet, ConfigError> {
     let t = c.get_ref().trim();
-    let net = t
-        .parse::<IpNet>()
-        .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map(|n| n.trunc())
-        .map_err(|_| {
-            ctx.err(c.span(), format!("'{t}' is not an address or CIDR"))
-                .help("write e.g. 10.0.0.0/8, 192.0.2.1 or fd00::/8")
-        })?;
+    let net = super::network::parse_entry(t).ok_or_else(|| {
+        ctx.err(c.span(), format!("'{t}' is not an address or CIDR"))
+            .help("write e.g. 10.0.0.0/8, 192.0.2.1 or fd00::/8")
+    })?;
     if net.prefix_len() == 0 {
         return Err(ctx
             .err(
@@ -414,11 +410,7 @@ fn duration(
     v: &Spanned<RawDuration>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Duration> {
-    let r = match v.get_ref() {
-        RawDuration::Seconds(n) => Ok(n.saturating_mul(1000)),
-        RawDuration::Text(t) => parse_millis(t),
-    };
-    match r {
+    match v.get_ref().millis() {
         Ok(0) => {
             errors.push(ctx.err(v.span(), "must be longer than zero"));
             None

@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use portcullis_core::render;
-
 use super::{load_with_keys, now, usage};
 use crate::limits::Limiter;
 use crate::request::{OwnedRequest, split_headers};
@@ -29,19 +27,10 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         Err(e) => return usage(e),
     };
     let at = args.now.unwrap_or_else(now);
-    let mut decision = loaded.engine.decide(&req.facts(at));
     // A fresh store: one request never exhausts a limit, but the response
     // shows the headers it would carry.
     let limiter = Limiter::in_memory(16);
-    let limit_headers = limiter.apply_offline(
-        &mut decision,
-        u64::try_from(at).unwrap_or(0).saturating_mul(1000),
-    );
-    let response = decision.denial().map(|d| {
-        let mut r = render(&d.face, req.accept(), "explain");
-        r.headers.extend(limit_headers.iter().cloned());
-        r
-    });
+    let (decision, response) = req.decide(&loaded.engine, &limiter, at, "explain");
     match args.format {
         Format::Json => println!("{:#}", report::decision_json(&decision, response.as_ref())),
         Format::Text => print!("{}", report::decision_text(&decision, response.as_ref())),

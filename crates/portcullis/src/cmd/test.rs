@@ -176,14 +176,7 @@ fn request(loaded: &Loaded, case: &Case, now: i64) -> Result<OwnedRequest, Strin
 
 fn run_case(loaded: &Loaded, limiter: &Limiter, case: &Case, now: i64) -> Result<(), String> {
     let req = request(loaded, case, now)?;
-    let mut decision = loaded.engine.decide(&req.facts(now));
-    let now_ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
-    let limit_headers = limiter.apply_offline(&mut decision, now_ms);
-    let response = decision.denial().map(|d| {
-        let mut r = render(&d.face, req.accept(), "test");
-        r.headers.extend(limit_headers.iter().cloned());
-        r
-    });
+    let (decision, response) = req.decide(&loaded.engine, limiter, now, "test");
     let mut problems = Vec::new();
     check(case, &decision, response.as_ref(), &mut problems);
     if let Some(reference) = &case.same_as {

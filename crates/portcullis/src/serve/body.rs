@@ -119,25 +119,22 @@ pub struct Capped<B> {
     inner: B,
     left: u64,
     watch: Arc<BodyWatch>,
-    ended: bool,
 }
 
 impl<B: HttpBody> Capped<B> {
     /// Cap `inner` at `limit` bytes.
     pub fn new(inner: B, limit: u64, watch: Arc<BodyWatch>) -> Self {
-        let mut c = Capped {
+        let c = Capped {
             inner,
             left: limit,
             watch,
-            ended: false,
         };
         c.check_end();
         c
     }
 
-    fn check_end(&mut self) {
-        if !self.ended && self.inner.is_end_stream() {
-            self.ended = true;
+    fn check_end(&self) {
+        if self.inner.is_end_stream() {
             self.watch.ended.store(true, Ordering::Release);
         }
     }
@@ -158,10 +155,7 @@ where
         let this = self.get_mut();
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             None => {
-                if !this.ended {
-                    this.ended = true;
-                    this.watch.ended.store(true, Ordering::Release);
-                }
+                this.watch.ended.store(true, Ordering::Release);
                 Poll::Ready(None)
             }
             Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),

@@ -123,10 +123,12 @@ pub fn upstream_headers(
     );
 }
 
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 fn forwarding(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<&HeaderValue>) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let xfp = HeaderName::from_static("x-forwarded-proto");
-    let xfh = HeaderName::from_static("x-forwarded-host");
+    let (xff, xfp, xfh) = (XFF, XFP, XFH);
     let mut prior_for = Vec::new();
     let mut prior_fwd = Vec::new();
     if hop.trusted {
@@ -198,6 +200,8 @@ pub struct Proxy {
     authority: http::uri::Authority,
     prefix: String,
     preserve_host: bool,
+    /// `Host` for the upstream when the client's is not kept.
+    host: HeaderValue,
     timeout: Duration,
 }
 
@@ -228,10 +232,14 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .build(https);
         let parts = u.url.clone().into_parts();
+        let authority = parts.authority.ok_or("the upstream URL has no host")?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| "the upstream URL's host is not a header value")?;
         Ok(Proxy {
             client,
             scheme: parts.scheme.unwrap_or(http::uri::Scheme::HTTP),
-            authority: parts.authority.ok_or("the upstream URL has no host")?,
+            authority,
+            host,
             prefix: parts
                 .path_and_query
                 .map(|p| p.path().trim_end_matches('/').to_owned())
@@ -267,10 +275,8 @@ impl Proxy {
             })?;
         *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_11;
-        if (!self.preserve_host || !req.headers().contains_key(header::HOST))
-            && let Ok(v) = HeaderValue::from_str(self.authority.as_str())
-        {
-            req.headers_mut().insert(header::HOST, v);
+        if !self.preserve_host || !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, self.host.clone());
         }
         let deadline = upstream_deadline(watch, self.timeout);
         let sent = tokio::select! {

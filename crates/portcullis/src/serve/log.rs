@@ -215,8 +215,6 @@ impl<'a> Line<'a> {
             Some(Verdict::Deny(den)) => den.policies.iter().map(|p| &**p).collect(),
             None => Vec::new(),
         };
-        // A gateway fault (502/503/504, 499) is an error; a refusal is a
-        // deny; an upstream's own 5xx on an allowed request is still an allow.
         // The gateway's own faults (5xx refusals, a fail-closed limiter, a
         // client gone) are errors; an upstream's 5xx on an allowed request
         // is still an allow.
