@@ -49,7 +49,13 @@ fuzz_target!(|data: &[u8]| {
         method: &method,
         target,
         headers: &headers,
-        peer: [192, 0, 2, 1].into(),
+        // The first byte picks the peer: odd bytes come from the quickstart's
+        // trusted proxy, so the forwarding-header parsers are fuzzed too.
+        peer: if data.first().is_some_and(|b| b % 2 == 1) {
+            [127, 0, 0, 2].into()
+        } else {
+            [192, 0, 2, 1].into()
+        },
         now: 1_800_000_000,
     };
     let d = loaded.engine.decide(&facts);

@@ -229,4 +229,30 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        #[test]
+        fn v6_and_mapped_sets_agree_with_a_naive_scan(
+            nets in prop::collection::vec((any::<u128>(), 0u8..=128), 0..30),
+            probes in prop::collection::vec(any::<u128>(), 40),
+        ) {
+            let nets: Vec<IpNet> = nets
+                .into_iter()
+                .map(|(a, p)| IpNet::new(std::net::Ipv6Addr::from(a).into(), p).unwrap())
+                .collect();
+            let s = IpSet::new(nets.clone());
+            let starts = nets.iter().map(|n| match n.network() {
+                IpAddr::V6(a) => u128::from(a),
+                IpAddr::V4(_) => 0,
+            });
+            for p in probes.into_iter().chain(starts) {
+                let ip = IpAddr::from(std::net::Ipv6Addr::from(p));
+                // The naive scan compares canonically, as lookups do.
+                let naive = nets.iter().any(|n| {
+                    n.contains(&ip) && (ip.to_canonical().is_ipv6() || n.prefix_len() >= 96)
+                });
+                prop_assert_eq!(s.contains(ip), naive, "{}", ip);
+            }
+        }
+    }
 }

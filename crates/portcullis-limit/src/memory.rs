@@ -143,6 +143,29 @@ mod tests {
     }
 
     #[test]
+    fn eviction_drops_expired_keys_before_live_ones() {
+        let mut shard = Shard::default();
+        for k in 0..8u64 {
+            shard.insert(k, 100); // expired at now = 200
+        }
+        for k in 8..10u64 {
+            shard.insert(k, 1_000); // live
+        }
+        evict(&mut shard, 200, 10);
+        let mut left: Vec<u64> = shard.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, [8, 9]);
+        // Full of live keys, the ones nearest expiry go first.
+        let mut shard = Shard::default();
+        for k in 0..16u64 {
+            shard.insert(k, 1_000 + k);
+        }
+        evict(&mut shard, 200, 16);
+        assert!(!shard.contains_key(&0) && !shard.contains_key(&1));
+        assert!(shard.contains_key(&15));
+    }
+
+    #[test]
     fn matches_the_pure_step() {
         let s = MemoryStore::new(1000);
         let mut tat = None;

@@ -578,6 +578,28 @@ fn ten_thousand_requests_make_ten_thousand_log_lines_that_explain_reproduces() {
         all
     });
     let metrics = get(gw.admin.unwrap(), "/metrics", &[]).text();
+    // Every response was counted by class: a third were the 403s.
+    let forbidden = (0..50)
+        .flat_map(|c| (0..200).map(move |i| (c + i) % 3))
+        .filter(|k| *k == 1)
+        .count();
+    let counter = |name: &str| -> usize {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} missing from {metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        counter("portcullis_responses_total{class=\"4xx\"}"),
+        forbidden
+    );
+    assert_eq!(
+        counter("portcullis_responses_total{class=\"2xx\"}"),
+        10_000 - forbidden
+    );
     assert!(gw.terminate().success());
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<serde_json::Value> = text

@@ -130,6 +130,11 @@ fn when_redis_goes_away_each_limit_follows_its_mode_and_recovers() {
             "path = \"/public/{*path}\"\nauth = \"off\"\n",
             "path = \"/public/{*path}\"\nauth = \"off\"\nrate_limits = [\"open\"]\n",
             1,
+        )
+        .replacen(
+            "[server]\n",
+            "[server]\nadmin_listen = \"127.0.0.1:0\"\n",
+            1,
         );
     assert!(
         text.contains("on_store_error = \"closed\"") && text.contains("rate_limits = [\"open\"]")
@@ -143,6 +148,15 @@ fn when_redis_goes_away_each_limit_follows_its_mode_and_recovers() {
     redis.stop();
     let open = get(gw.addr, "/public/x", &[]);
     assert_eq!(open.status, 200, "fail-open: {}", open.text());
+    // Letting it through is counted, so the outage shows in /metrics.
+    let metrics = get(gw.admin.unwrap(), "/metrics", &[]).text();
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_rate_limit_store_errors_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(errors >= 1, "{metrics}");
     let closed = get(gw.addr, "/public/limited", &[]);
     assert_eq!(
         (closed.status, closed.json()["error"].as_str()),

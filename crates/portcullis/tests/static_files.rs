@@ -125,6 +125,7 @@ fn listing_when_enabled_escapes_names() {
     assert!(html.contains("&lt;b&gt;&amp;.txt"), "{html}");
     assert!(!html.contains("<b>"), "{html}");
     let r = get(gw.addr, "/public/", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
     assert!(!r.text().contains(".env"));
 }
 
