@@ -63,8 +63,16 @@ impl ApiKeyStore {
 
 /// The SHA-256 of a key, as lower-case hex (what the keys file stores).
 pub fn digest_hex(key: &[u8]) -> String {
-    Sha256::digest(key)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(key))
+}
+
+/// Lower-case hex, without a `format!` per byte.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
