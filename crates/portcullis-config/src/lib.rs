@@ -21,6 +21,7 @@ use std::time::Duration;
 use portcullis_core::Engine;
 use portcullis_core::jsonwebtoken::Algorithm;
 
+pub use compile::geo::MmdbCountries;
 pub use diag::{ConfigError, LoadError};
 
 /// What an allowed request is forwarded to.
@@ -216,6 +217,10 @@ pub struct Loaded {
     pub decision_log: DecisionLog,
     /// Where rate limits are counted.
     pub rate_limit_store: LimitStore,
+    /// The country database, if `[geoip]` names one.
+    pub geoip: Option<std::sync::Arc<MmdbCountries>>,
+    /// The prefix of the Redis keys bans are kept under.
+    pub ban_key_prefix: String,
     /// Body limits of routes that set one, by route name.
     pub route_max_body: std::collections::HashMap<String, u64>,
     /// The key `portcullis token` signs with, if an HMAC key is configured.

@@ -27,6 +27,10 @@ pub struct RawConfig {
     pub ip_lists: std::collections::BTreeMap<String, Spanned<RawIpList>>,
     /// Global network gates.
     pub network: Option<Spanned<RawNetwork>>,
+    /// The country database.
+    pub geoip: Option<Spanned<RawGeoIp>>,
+    /// Timed bans and the rules that escalate to them.
+    pub bans: Option<Spanned<RawBans>>,
     /// Named rate limits.
     #[serde(default)]
     pub rate_limits: std::collections::BTreeMap<String, Spanned<RawRateLimit>>,
@@ -155,9 +159,67 @@ pub struct RawNetwork {
     /// Names of lists outside which every address is refused.
     #[serde(default)]
     pub allow: Vec<Spanned<String>>,
+    /// ISO 3166-1 alpha-2 codes refused.
+    #[serde(default)]
+    pub deny_countries: Vec<Spanned<String>>,
+    /// When present, only these countries pass.
+    #[serde(default)]
+    pub allow_countries: Vec<Spanned<String>>,
+    /// `allow` or `deny` an address with no country (default: `deny` when
+    /// there is an allow list, else `allow`).
+    pub unknown_country: Option<Spanned<String>>,
+    /// The client-facing message when the country rules refuse.
+    pub country_message: Option<String>,
     /// Names of rate limits every request counts against.
     #[serde(default)]
     pub rate_limits: Vec<Spanned<String>>,
+}
+
+/// `[geoip]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeoIp {
+    /// A MaxMind DB file with country data (GeoIP2/GeoLite2 Country or
+    /// City, or any database with the same `country.iso_code` layout).
+    pub database: Spanned<String>,
+}
+
+/// `[bans]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBans {
+    /// The client-facing message of a `Banned` refusal.
+    pub message: Option<String>,
+    /// `open` (default) or `closed`: what happens when the store is down.
+    pub on_store_error: Option<Spanned<String>>,
+    /// Prefix of the Redis keys of bans and strikes (default `portcullis:ban:`).
+    pub key_prefix: Option<String>,
+    /// The escalation rules.
+    #[serde(default)]
+    pub rules: std::collections::BTreeMap<String, Spanned<RawBanRule>>,
+}
+
+/// `[bans.rules.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBanRule {
+    /// Response statuses that count as a strike.
+    pub statuses: Spanned<Vec<Spanned<u16>>>,
+    /// A ban starts when strikes exceed this many...
+    pub more_than: Spanned<u32>,
+    /// ...within this long.
+    pub within: Spanned<RawDuration>,
+    /// How long the ban lasts.
+    pub ban_for: Spanned<RawDuration>,
+    /// `ip` (default) or `ip_prefix`.
+    pub key: Option<Spanned<String>>,
+    /// IPv4 prefix length for `ip_prefix` (default 24).
+    pub ipv4_prefix: Option<Spanned<u8>>,
+    /// IPv6 prefix length for `ip_prefix` (default 64).
+    pub ipv6_prefix: Option<Spanned<u8>>,
+    /// Count only responses on these routes (default: all).
+    #[serde(default)]
+    pub routes: Vec<Spanned<String>>,
 }
 
 /// `[rate_limits.NAME]`.
@@ -458,6 +520,17 @@ pub struct RawRoute {
     /// Names of IP lists outside which this route refuses.
     #[serde(default)]
     pub ip_allow: Vec<Spanned<String>>,
+    /// ISO 3166-1 alpha-2 codes refused.
+    #[serde(default)]
+    pub deny_countries: Vec<Spanned<String>>,
+    /// When present, only these countries pass.
+    #[serde(default)]
+    pub allow_countries: Vec<Spanned<String>>,
+    /// `allow` or `deny` an address with no country (default: `deny` when
+    /// there is an allow list, else `allow`).
+    pub unknown_country: Option<Spanned<String>>,
+    /// The client-facing message when the country rules refuse.
+    pub country_message: Option<String>,
     /// Names of rate limits this route's requests count against.
     #[serde(default)]
     pub rate_limits: Vec<Spanned<String>>,

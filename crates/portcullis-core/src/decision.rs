@@ -35,6 +35,17 @@ pub struct Face {
     pub challenge: Option<Challenge>,
     /// `Allow`, for 405.
     pub allow: Option<String>,
+    /// When a temporary refusal (a ban) ends.
+    pub expires: Option<Expiry>,
+}
+
+/// The end of a temporary refusal: in the body and as `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiry {
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// Seconds from now, at least 1.
+    pub retry_after_s: u64,
 }
 
 impl Face {
@@ -47,6 +58,7 @@ impl Face {
             message: info.message.to_owned(),
             challenge: None,
             allow: None,
+            expires: None,
         }
     }
 }
@@ -205,6 +217,11 @@ pub struct Decision {
     pub engine_verdict: Option<Verdict>,
     /// Request rules in log mode that matched: they would have blocked.
     pub rules_logged: Vec<Arc<str>>,
+    /// The client's country, when a GeoIP database is configured and knows it.
+    pub country: Option<crate::network::Country>,
+    /// Ban keys to look up (stage 3), once the request has passed the IP
+    /// and country rules: the front door checks them against its store.
+    pub ban_keys: Vec<String>,
 }
 
 impl Decision {

@@ -9,8 +9,9 @@ use http::{HeaderMap, Method};
 
 use crate::authn::{AuthFailure, AuthOutcome, Authenticator, Identity, TokenError};
 use crate::authz::{AuthzInput, AuthzOutcome, AuthzVerdict, CedarPolicy};
+use crate::bans::Bans;
 use crate::client::ClientAddressPolicy;
-use crate::network::{Blocked, IpGate};
+use crate::network::{Blocked, CountryLookup, IpGate};
 use crate::ratelimit::{self, KeyFacts, RateLimitSpec};
 use crate::rules::Rules;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct Engine {
     client: ClientAddressPolicy,
     gate: IpGate,
     route_gates: Vec<IpGate>,
+    geo: Option<Arc<dyn CountryLookup>>,
+    bans: Option<Bans>,
     rules: Rules,
     global_limits: Vec<Arc<RateLimitSpec>>,
     route_limits: Vec<Vec<Arc<RateLimitSpec>>>,
@@ -67,6 +70,8 @@ impl Engine {
             client: ClientAddressPolicy::default(),
             gate: IpGate::default(),
             route_gates: Vec::new(),
+            geo: None,
+            bans: None,
             rules: Rules::default(),
             global_limits: Vec::new(),
             route_limits: Vec::new(),
@@ -90,6 +95,24 @@ impl Engine {
         self.gate = global;
         self.route_gates = per_route;
         self
+    }
+
+    /// Country rules read the client's country from `geo`; so does the
+    /// Cedar context.
+    pub fn with_geo(mut self, geo: Arc<dyn CountryLookup>) -> Self {
+        self.geo = Some(geo);
+        self
+    }
+
+    /// Timed bans: checked at stage 3, escalated by the front door.
+    pub fn with_bans(mut self, bans: Bans) -> Self {
+        self.bans = Some(bans);
+        self
+    }
+
+    /// The ban configuration, if bans are on.
+    pub fn bans(&self) -> Option<&Bans> {
+        self.bans.as_ref()
     }
 
     /// Rate limits: `global` for every request past the network gates,
@@ -175,6 +198,8 @@ impl Engine {
             limits: Vec::new(),
             engine_verdict: None,
             rules_logged: Vec::new(),
+            country: None,
+            ban_keys: Vec::new(),
         };
 
         // 1. Parse: one canonical path, before anything looks at the path, so
@@ -206,12 +231,18 @@ impl Engine {
         d.step(Stage::Client, StepOutcome::Pass);
 
         // 3. Network gates: a blocked address is refused before the route
-        //    table says anything about what exists.
+        //    table says anything about what exists. The country is looked
+        //    up once, for the gates and the policy's context.
+        d.country = self.geo.as_ref().and_then(|g| g.country(client));
         if !self.gate.is_empty() {
-            if let Err(b) = self.gate.check(client, None) {
+            if let Err(b) = self.gate.check(client, d.country, None) {
                 return refuse(d, blocked(b));
             }
             d.step(Stage::Network, StepOutcome::Pass);
+        }
+        // Bans come last in stage 3: the front door looks these keys up.
+        if let Some(bans) = &self.bans {
+            d.ban_keys = bans.keys(client);
         }
 
         // 4. Rate limits (global): keyed now, counted by the front door's
@@ -271,7 +302,7 @@ impl Engine {
 
         // 3, per route: the route's own IP lists, now that it is known.
         if let Some(gate) = route_gate {
-            if let Err(b) = gate.check(client, Some(&route.name)) {
+            if let Err(b) = gate.check(client, d.country, Some(&route.name)) {
                 return refuse(d, blocked(b));
             }
             d.step(Stage::Network, StepOutcome::Pass);
@@ -314,6 +345,7 @@ impl Engine {
             action: &route.action,
             resource: &resource,
             client_ip: client,
+            country: d.country,
             method: facts.method.as_str(),
             path: d.path.as_deref().unwrap_or("/"),
             route: &route.name,
@@ -477,7 +509,7 @@ fn rule_denial(b: crate::rules::Blocked) -> Denial {
 }
 
 fn blocked(b: Blocked) -> Denial {
-    let mut denial = simple(ReasonCode::IpBlocked, Stage::Network, b.hint);
+    let mut denial = simple(b.reason, Stage::Network, b.hint);
     if let Some(m) = b.message {
         denial.face.message = m;
     }

@@ -9,6 +9,7 @@
 pub mod accept;
 pub mod authn;
 pub mod authz;
+pub mod bans;
 pub mod client;
 pub mod decision;
 pub mod engine;

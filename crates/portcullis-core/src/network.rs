@@ -1,6 +1,8 @@
 //! Stage 3: network gates. IP allow and deny lists, global or per route,
 //! each a set of CIDRs compiled into sorted, merged address ranges so that
-//! a lookup is two binary searches whatever the list's size.
+//! a lookup is two binary searches whatever the list's size; then country
+//! rules, on the country a [`CountryLookup`] (a MaxMind database, opened by
+//! the configuration) gives the client address.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -92,6 +94,104 @@ mod num_like {
     }
 }
 
+/// An ISO 3166-1 alpha-2 country code, upper case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Country([u8; 2]);
+
+impl Country {
+    /// `code` if it is two ASCII letters (either case).
+    pub fn parse(code: &str) -> Option<Country> {
+        match code.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Some(Country([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => None,
+        }
+    }
+
+    /// The code, e.g. `"FR"`.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl std::fmt::Display for Country {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an address's country comes from. The engine asks once per request,
+/// at stage 3; an address the source does not know (private ranges, gaps,
+/// an unreadable record) has no country.
+pub trait CountryLookup: Send + Sync + std::fmt::Debug {
+    /// The country of `ip`, if known.
+    fn country(&self, ip: IpAddr) -> Option<Country>;
+}
+
+/// What a gate with country rules does with an address that has no country.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownCountry {
+    /// Let it pass the country rules.
+    Allow,
+    /// Refuse it (403 `GeoBlocked`).
+    Deny,
+}
+
+/// Country allow and deny rules at one place.
+#[derive(Debug, Clone)]
+pub struct CountryRules {
+    /// Countries refused.
+    pub deny: Vec<Country>,
+    /// When not empty, only these countries pass.
+    pub allow: Vec<Country>,
+    /// Addresses with no country.
+    pub unknown: UnknownCountry,
+    /// The client-facing message when these rules refuse.
+    pub message: Option<String>,
+}
+
+impl CountryRules {
+    fn check(&self, client: IpAddr, country: Option<Country>, place: &str) -> Result<(), Blocked> {
+        let refuse = |rule: String, hint: String| {
+            Err(Blocked {
+                reason: crate::reason::ReasonCode::GeoBlocked,
+                rule: rule.into(),
+                message: self.message.clone(),
+                hint,
+            })
+        };
+        let Some(c) = country else {
+            return match self.unknown {
+                UnknownCountry::Allow => Ok(()),
+                UnknownCountry::Deny => refuse(
+                    "country:unknown".to_owned(),
+                    format!(
+                        "client {client} has no country in the GeoIP database, and the {place} country rules refuse unknown countries (unknown_country = \"deny\")"
+                    ),
+                ),
+            };
+        };
+        if self.deny.contains(&c) {
+            return refuse(
+                format!("country:{c}"),
+                format!("client {client} is in country {c}, which the {place} country rules deny"),
+            );
+        }
+        if !self.allow.is_empty() && !self.allow.contains(&c) {
+            let allowed: Vec<&str> = self.allow.iter().map(Country::as_str).collect();
+            return refuse(
+                format!("country:{c}"),
+                format!(
+                    "client {client} is in country {c}, which is not among the {place} allowed countries [{}]",
+                    allowed.join(", ")
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A named list, as the configuration declares it.
 #[derive(Debug)]
 pub struct IpList {
@@ -110,11 +210,15 @@ pub struct IpGate {
     pub deny: Vec<Arc<IpList>>,
     /// When not empty, a client in none of these is refused.
     pub allow: Vec<Arc<IpList>>,
+    /// Country rules, checked after the lists.
+    pub countries: Option<CountryRules>,
 }
 
 /// Why a gate refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
+    /// `IpBlocked` or `GeoBlocked`.
+    pub reason: crate::reason::ReasonCode,
     /// The list that decided (`ip-list:NAME`).
     pub rule: Arc<str>,
     /// The operator's message, if the list has one.
@@ -126,19 +230,26 @@ pub struct Blocked {
 impl IpGate {
     /// Whether the gate has anything to check.
     pub fn is_empty(&self) -> bool {
-        self.deny.is_empty() && self.allow.is_empty()
+        self.deny.is_empty() && self.allow.is_empty() && self.countries.is_none()
     }
 
-    /// Check `client`; deny lists first, then the allow lists. `route` is
-    /// the route whose gate this is (`None`: the global one); it is only
-    /// written into the hint of a refusal.
-    pub fn check(&self, client: IpAddr, route: Option<&str>) -> Result<(), Blocked> {
+    /// Check `client`, whose country is `country`: deny lists first, then
+    /// the allow lists, then the country rules. `route` is the route whose
+    /// gate this is (`None`: the global one); it is only written into the
+    /// hint of a refusal.
+    pub fn check(
+        &self,
+        client: IpAddr,
+        country: Option<Country>,
+        route: Option<&str>,
+    ) -> Result<(), Blocked> {
         let place = || match route {
             Some(r) => format!("route \"{r}\""),
             None => "global".to_owned(),
         };
         if let Some(list) = self.deny.iter().find(|l| l.set.contains(client)) {
             return Err(Blocked {
+                reason: crate::reason::ReasonCode::IpBlocked,
                 rule: format!("ip-list:{}", list.name).into(),
                 message: list.message.clone(),
                 hint: format!(
@@ -151,6 +262,7 @@ impl IpGate {
         if !self.allow.is_empty() && !self.allow.iter().any(|l| l.set.contains(client)) {
             let names: Vec<&str> = self.allow.iter().map(|l| &*l.name).collect();
             return Err(Blocked {
+                reason: crate::reason::ReasonCode::IpBlocked,
                 rule: format!("ip-list:{}", names.join(",")).into(),
                 message: self.allow.iter().find_map(|l| l.message.clone()),
                 hint: format!(
@@ -160,7 +272,10 @@ impl IpGate {
                 ),
             });
         }
-        Ok(())
+        match &self.countries {
+            Some(rules) => rules.check(client, country, &place()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -216,6 +331,76 @@ mod tests {
         ]);
         assert_eq!(s.ranges(), 1);
         assert!(s.contains("255.255.255.255".parse().unwrap()));
+    }
+
+    fn rules(deny: &[&str], allow: &[&str], unknown: UnknownCountry) -> IpGate {
+        let codes = |c: &[&str]| c.iter().map(|c| Country::parse(c).unwrap()).collect();
+        IpGate {
+            countries: Some(CountryRules {
+                deny: codes(deny),
+                allow: codes(allow),
+                unknown,
+                message: None,
+            }),
+            ..IpGate::default()
+        }
+    }
+
+    fn verdict(gate: &IpGate, ip: &str, country: Option<&str>) -> Result<(), (String, String)> {
+        gate.check(
+            ip.parse().unwrap(),
+            country.map(|c| Country::parse(c).unwrap()),
+            None,
+        )
+        .map_err(|b| (b.reason.info().code.to_owned(), b.rule.to_string()))
+    }
+
+    #[test]
+    fn country_codes_are_two_letters_in_either_case() {
+        assert_eq!(Country::parse("fr").unwrap().as_str(), "FR");
+        for bad in ["", "F", "FRA", "F1", "ÉT", "--"] {
+            assert!(Country::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn country_deny_rules_refuse_listed_countries_on_both_families() {
+        let gate = rules(&["RU", "KP"], &[], UnknownCountry::Allow);
+        let blocked = Err(("GeoBlocked".to_owned(), "country:RU".to_owned()));
+        assert_eq!(verdict(&gate, "192.0.2.1", Some("RU")), blocked);
+        assert_eq!(verdict(&gate, "2001:db8::1", Some("RU")), blocked);
+        assert_eq!(verdict(&gate, "192.0.2.1", Some("FR")), Ok(()));
+        assert_eq!(verdict(&gate, "192.0.2.1", None), Ok(()));
+    }
+
+    #[test]
+    fn country_allow_rules_refuse_every_other_country_and_unknown_follows_its_setting() {
+        let gate = rules(&[], &["FR", "DE"], UnknownCountry::Deny);
+        assert_eq!(verdict(&gate, "2001:db8::1", Some("DE")), Ok(()));
+        assert_eq!(
+            verdict(&gate, "2001:db8::1", Some("US")),
+            Err(("GeoBlocked".to_owned(), "country:US".to_owned()))
+        );
+        assert_eq!(
+            verdict(&gate, "10.0.0.1", None),
+            Err(("GeoBlocked".to_owned(), "country:unknown".to_owned()))
+        );
+        let lenient = rules(&[], &["FR"], UnknownCountry::Allow);
+        assert_eq!(verdict(&lenient, "10.0.0.1", None), Ok(()));
+    }
+
+    #[test]
+    fn ip_lists_decide_before_country_rules() {
+        let mut gate = rules(&["RU"], &[], UnknownCountry::Allow);
+        gate.deny.push(Arc::new(IpList {
+            name: "bad".into(),
+            set: set(&["192.0.2.0/24"]),
+            message: None,
+        }));
+        assert_eq!(
+            verdict(&gate, "192.0.2.9", Some("RU")),
+            Err(("IpBlocked".to_owned(), "ip-list:bad".to_owned()))
+        );
     }
 
     proptest! {

@@ -82,6 +82,10 @@ pub enum ReasonCode {
     InvalidClientAddress,
     /// The client address is in a deny list, or in no allow list.
     IpBlocked,
+    /// The client's country is refused (or unknown where that refuses).
+    GeoBlocked,
+    /// The client is under a timed ban.
+    Banned,
     /// A rule on the User-Agent alone matched.
     UserAgentBlocked,
     /// A request rule matched.
@@ -179,6 +183,16 @@ impl ReasonCode {
                 "IpBlocked",
                 "Requests from your network address are not allowed.",
             ),
+            ReasonCode::GeoBlocked => (
+                403,
+                "GeoBlocked",
+                "Requests from your location are not allowed.",
+            ),
+            ReasonCode::Banned => (
+                403,
+                "Banned",
+                "Requests from your address are suspended for a while after repeated refusals.",
+            ),
             ReasonCode::RateLimited => (
                 429,
                 "RateLimited",
@@ -274,6 +288,8 @@ impl ReasonCode {
             ReasonCode::PolicyError => "policy_error",
             ReasonCode::InvalidClientAddress => "invalid_client_address",
             ReasonCode::IpBlocked => "ip_blocked",
+            ReasonCode::GeoBlocked => "geo_blocked",
+            ReasonCode::Banned => "banned",
             ReasonCode::RateLimited => "rate_limited",
             ReasonCode::RateLimiterUnavailable => "rate_limiter_unavailable",
             ReasonCode::UserAgentBlocked => "user_agent_blocked",
@@ -293,7 +309,7 @@ impl ReasonCode {
     }
 
     /// Every reason, for tests that check the table is total and consistent.
-    pub const ALL: [ReasonCode; 27] = [
+    pub const ALL: [ReasonCode; 29] = [
         ReasonCode::InvalidPath,
         ReasonCode::InvalidRequest,
         ReasonCode::NotFound,
@@ -306,6 +322,8 @@ impl ReasonCode {
         ReasonCode::PolicyError,
         ReasonCode::InvalidClientAddress,
         ReasonCode::IpBlocked,
+        ReasonCode::GeoBlocked,
+        ReasonCode::Banned,
         ReasonCode::RateLimited,
         ReasonCode::RateLimiterUnavailable,
         ReasonCode::UserAgentBlocked,

@@ -26,6 +26,8 @@ struct JsonBody<'a> {
     message: &'a str,
     status: u16,
     request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -37,6 +39,8 @@ struct ProblemBody<'a> {
     detail: &'a str,
     error: &'a str,
     request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<&'a str>,
 }
 
 /// Render a face for a client whose `Accept` is `accept`.
@@ -48,6 +52,7 @@ pub fn render(face: &Face, accept: Option<&str>, request_id: &str) -> Rendered {
             message: &face.message,
             status: face.status,
             request_id,
+            expires: face.expires.as_ref().map(|e| e.at.as_str()),
         })
         .unwrap_or_default(),
         BodyFormat::Problem => serde_json::to_string(&ProblemBody {
@@ -57,6 +62,7 @@ pub fn render(face: &Face, accept: Option<&str>, request_id: &str) -> Rendered {
             detail: &face.message,
             error: &face.code,
             request_id,
+            expires: face.expires.as_ref().map(|e| e.at.as_str()),
         })
         .unwrap_or_default(),
         BodyFormat::Html => html_page(face, request_id),
@@ -70,6 +76,9 @@ pub fn render(face: &Face, accept: Option<&str>, request_id: &str) -> Rendered {
     }
     if let Some(a) = &face.allow {
         headers.push(("allow", a.clone()));
+    }
+    if let Some(e) = &face.expires {
+        headers.push(("retry-after", e.retry_after_s.to_string()));
     }
     Rendered {
         status: face.status,
@@ -113,9 +122,13 @@ fn quote(s: &str) -> String {
 fn html_page(face: &Face, request_id: &str) -> String {
     let title = format!("{} {}", face.status, status_text(face.status));
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{t}</title></head>\n<body>\n<h1>{t}</h1>\n<p>{m}</p>\n<p><small>Error <code>{c}</code>, request id <code>{r}</code></small></p>\n</body>\n</html>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{t}</title></head>\n<body>\n<h1>{t}</h1>\n<p>{m}</p>\n{u}<p><small>Error <code>{c}</code>, request id <code>{r}</code></small></p>\n</body>\n</html>\n",
         t = escape_html(&title),
         m = escape_html(&face.message),
+        u = face.expires.as_ref().map_or_else(String::new, |e| format!(
+            "<p>Until <time datetime=\"{a}\">{a}</time>.</p>\n",
+            a = escape_html(&e.at)
+        )),
         c = escape_html(&face.code),
         r = escape_html(request_id),
     )
@@ -175,6 +188,31 @@ mod tests {
         assert_eq!(
             r.headers[0],
             ("content-type", "application/json".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_ban_says_when_it_ends_in_every_format_and_in_retry_after() {
+        let mut face = Face::of(ReasonCode::Banned);
+        face.expires = Some(crate::decision::Expiry {
+            at: "2026-11-22T16:00:00.000Z".into(),
+            retry_after_s: 600,
+        });
+        for accept in [None, Some("application/problem+json")] {
+            let r = render(&face, accept, "r");
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(v["expires"], "2026-11-22T16:00:00.000Z", "{accept:?}");
+            assert!(r.headers.contains(&("retry-after", "600".to_owned())));
+        }
+        let html = render(&face, Some("text/html"), "r").body;
+        assert!(
+            html.contains("datetime=\"2026-11-22T16:00:00.000Z\""),
+            "{html}"
+        );
+        // Other refusals have no expiry field at all.
+        let plain = render(&Face::of(ReasonCode::IpBlocked), None, "r");
+        assert!(
+            !plain.body.contains("expires") && !plain.headers.iter().any(|h| h.0 == "retry-after")
         );
     }
 

@@ -6,6 +6,7 @@
 //! implements exactly this step. Time is an input in milliseconds; nothing
 //! here reads a clock.
 
+pub mod bans;
 mod memory;
 mod redis;
 

@@ -14,6 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use crate::bans::{Ban, Escalation};
 use crate::{Quota, Step, gcra};
 
 /// The GCRA step in Lua. KEYS[1] the key; ARGV now, interval, window (ms).
@@ -32,6 +33,44 @@ end
 return stored or -1
 ";
 
+/// One strike (see [`crate::bans::strike`]). KEYS[1] the count, KEYS[2]
+/// the ban; ARGV now, within, more_than, ban_ms, the rule. The count is
+/// stored as "count ends_ms", the ban as "until_ms by". Returns the end of
+/// the ban in force after the strike, 0 when none started.
+const STRIKE: &str = r"
+local now = tonumber(ARGV[1])
+local count, ends = 0, now + tonumber(ARGV[2])
+local v = redis.call('GET', KEYS[1])
+if v then
+  local c, e = string.match(v, '^(%d+) (%d+)$')
+  if c and tonumber(e) > now then count = tonumber(c); ends = tonumber(e) end
+end
+count = count + 1
+if count > tonumber(ARGV[3]) then
+  redis.call('DEL', KEYS[1])
+  local until_ms = now + tonumber(ARGV[4])
+  local cur = redis.call('GET', KEYS[2])
+  local cur_until = cur and tonumber(string.match(cur, '^(%d+)')) or 0
+  if cur_until >= until_ms then return cur_until end
+  redis.call('SET', KEYS[2], string.format('%d', until_ms) .. ' ' .. ARGV[5], 'PX', ARGV[4])
+  return until_ms
+end
+redis.call('SET', KEYS[1], string.format('%d %d', count, ends), 'PX', string.format('%d', ends - now))
+return 0
+";
+
+/// A ban by hand. KEYS[1] the ban; ARGV now, until_ms, by. A ban that ends
+/// later stays. Returns the end of the ban in force.
+const PUT: &str = r"
+local now = tonumber(ARGV[1])
+local until_ms = tonumber(ARGV[2])
+local cur = redis.call('GET', KEYS[1])
+local cur_until = cur and tonumber(string.match(cur, '^(%d+)')) or 0
+if cur_until >= until_ms then return cur_until end
+redis.call('SET', KEYS[1], ARGV[2] .. ' ' .. ARGV[3], 'PX', string.format('%d', until_ms - now))
+return until_ms
+";
+
 /// Why the store could not answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreError(pub String);
@@ -48,6 +87,8 @@ pub struct RedisStore {
     conn: OnceCell<ConnectionManager>,
     last_failure: Mutex<Option<Instant>>,
     script: redis::Script,
+    strike: redis::Script,
+    put: redis::Script,
     prefix: String,
     timeout: Duration,
 }
@@ -77,6 +118,8 @@ impl RedisStore {
             conn: OnceCell::new(),
             last_failure: Mutex::new(None),
             script: redis::Script::new(SCRIPT),
+            strike: redis::Script::new(STRIKE),
+            put: redis::Script::new(PUT),
             prefix: prefix.to_owned(),
             timeout,
         })
@@ -134,4 +177,147 @@ impl RedisStore {
         let stored = u64::try_from(stored).ok();
         Ok(gcra(stored, now_ms, q))
     }
+
+    async fn answer<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .map_err(|_| StoreError("redis did not answer in time".into()))?
+            .map_err(|e| StoreError(format!("redis: {e}")))
+    }
+
+    fn ban_key(&self, key: &str) -> String {
+        format!("{}b:{key}", self.prefix)
+    }
+
+    /// The longest ban in force on any of `keys` at `now_ms`.
+    pub async fn find_ban(&self, keys: &[String], now_ms: u64) -> Result<Option<Ban>, StoreError> {
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let mut conn = self.connection().await?;
+        let full: Vec<String> = keys.iter().map(|k| self.ban_key(k)).collect();
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(&full);
+        let values: Vec<Option<String>> = self.answer(cmd.query_async(&mut conn)).await?;
+        Ok(keys
+            .iter()
+            .zip(values)
+            .filter_map(|(k, v)| parse_ban(k, v.as_deref()?))
+            .filter(|b| b.until_ms > now_ms)
+            .max_by_key(|b| b.until_ms))
+    }
+
+    /// One strike of `rule` against `key`; the ban in force if it started one.
+    pub async fn strike(
+        &self,
+        rule: &str,
+        key: &str,
+        now_ms: u64,
+        e: Escalation,
+    ) -> Result<Option<Ban>, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut inv = self.strike.key(format!("{}s:{rule}|{key}", self.prefix));
+        inv.key(self.ban_key(key))
+            .arg(now_ms)
+            .arg(e.within_ms)
+            .arg(e.more_than)
+            .arg(e.ban_ms)
+            .arg(rule);
+        let until: u64 = self.answer(inv.invoke_async(&mut conn)).await?;
+        Ok((until > 0).then(|| Ban {
+            key: key.to_owned(),
+            until_ms: until,
+            by: rule.into(),
+        }))
+    }
+
+    /// Ban `key` until `until_ms` by hand (a ban that ends later stays);
+    /// when the ban in force ends.
+    pub async fn put_ban(
+        &self,
+        key: &str,
+        until_ms: u64,
+        by: &str,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut inv = self.put.key(self.ban_key(key));
+        inv.arg(now_ms).arg(until_ms).arg(by);
+        self.answer(inv.invoke_async(&mut conn)).await
+    }
+
+    /// Lift the ban on `key`; whether there was one.
+    pub async fn remove_ban(&self, key: &str) -> Result<bool, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.ban_key(key));
+        let n: u64 = self.answer(cmd.query_async(&mut conn)).await?;
+        Ok(n > 0)
+    }
+
+    /// Every ban in force, soonest ending first.
+    pub async fn list_bans(&self, now_ms: u64) -> Result<Vec<Ban>, StoreError> {
+        let mut conn = self.connection().await?;
+        let head = self.ban_key("");
+        let pattern = format!("{}*", glob_escape(&head));
+        let mut cursor: u64 = 0;
+        let mut names: Vec<String> = Vec::new();
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, batch): (u64, Vec<String>) = self.answer(cmd.query_async(&mut conn)).await?;
+            names.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        names.sort();
+        names.dedup();
+        let mut out = Vec::new();
+        for chunk in names.chunks(500) {
+            let mut cmd = redis::cmd("MGET");
+            cmd.arg(chunk);
+            let values: Vec<Option<String>> = self.answer(cmd.query_async(&mut conn)).await?;
+            for (name, v) in chunk.iter().zip(values) {
+                let key = name.strip_prefix(&head).unwrap_or(name);
+                if let Some(b) = v.as_deref().and_then(|v| parse_ban(key, v))
+                    && b.until_ms > now_ms
+                {
+                    out.push(b);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.until_ms.cmp(&b.until_ms).then(a.key.cmp(&b.key)));
+        Ok(out)
+    }
+}
+
+/// "until_ms by" as stored.
+fn parse_ban(key: &str, v: &str) -> Option<Ban> {
+    let (until, by) = v.split_once(' ')?;
+    Some(Ban {
+        key: key.to_owned(),
+        until_ms: until.parse().ok()?,
+        by: by.into(),
+    })
+}
+
+/// `*`, `?`, `[`, `]` and `\` taken literally in a SCAN pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

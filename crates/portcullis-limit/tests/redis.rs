@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use portcullis_limit::bans::{Ban, Escalation, MemoryBans};
 use portcullis_limit::{MemoryStore, Quota, RedisStore};
 use proptest::prelude::*;
 
@@ -82,4 +83,53 @@ fn an_unreachable_server_is_an_error_not_a_hang() {
         "{:?}",
         started.elapsed()
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Bans: the strike script and the in-memory book, through the same
+    /// strikes, bans by hand, lookups and lifts.
+    #[test]
+    fn memory_and_redis_bans_agree_on_every_step(
+        more_than in 0u32..4,
+        ops in prop::collection::vec((0usize..4, 0usize..3, 0u64..2_500), 1..50),
+    ) {
+        let rt = runtime();
+        let e = Escalation { more_than, within_ms: 5_000, ban_ms: 7_000 };
+        let memory = MemoryBans::new(1_000);
+        let redis = RedisStore::new(URL, &prefix("bans"), Duration::from_secs(2)).unwrap();
+        let mut now = 1_795_000_000_000u64;
+        let keys: Vec<String> = (0..3).map(|k| format!("ip:192.0.2.{k}")).collect();
+        for (op, key, gap) in ops {
+            now += gap;
+            let k = &keys[key];
+            match op {
+                0 | 1 => {
+                    let m = memory.strike("rule", k, now, e).map(|b| b.until_ms);
+                    let r = rt.block_on(redis.strike("rule", k, now, e)).unwrap().map(|b| b.until_ms);
+                    prop_assert_eq!(m, r, "strike {} at {}", k, now);
+                }
+                2 => {
+                    let until = now + gap * 3 + 1;
+                    let m = memory.put(k, until, "manual", now).map(|b| b.until_ms);
+                    let r = rt.block_on(redis.put_ban(k, until, "manual", now)).unwrap();
+                    prop_assert_eq!(m, Some(r), "put {} at {}", k, now);
+                }
+                _ => {
+                    let m = memory.remove(k, now);
+                    let r = rt.block_on(redis.remove_ban(k)).unwrap();
+                    // Redis may still hold a ban that expired a moment ago
+                    // by its own clock; what is in force must agree.
+                    prop_assert!(m <= r, "remove {} at {}", k, now);
+                }
+            }
+            let found = |b: Option<Ban>| b.map(|b| (b.key, b.until_ms));
+            let m = found(memory.find(&keys, now));
+            let r = found(rt.block_on(redis.find_ban(&keys, now)).unwrap());
+            prop_assert_eq!(m, r, "find at {}", now);
+        }
+        let listed = |v: Vec<Ban>| v.into_iter().map(|b| (b.key, b.until_ms, b.by.to_string())).collect::<Vec<_>>();
+        prop_assert_eq!(listed(memory.list(now)), listed(rt.block_on(redis.list_bans(now)).unwrap()));
+    }
 }

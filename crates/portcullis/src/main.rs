@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 the configuration is invalid or a test case
 //! failed; 2 bad command-line input.
 
+mod bans;
 mod cmd;
 mod jwks;
 mod limits;
@@ -60,6 +61,42 @@ enum Command {
     },
     /// Mint a token with the configured HMAC key (for demos and tests).
     Token(TokenArgs),
+    /// List, add or lift timed bans.
+    Ban(BanArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BanArgs {
+    /// The configuration file (required).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    action: BanAction,
+}
+
+#[derive(Subcommand, Debug)]
+enum BanAction {
+    /// The bans in force.
+    List,
+    /// Ban an address or network.
+    Add {
+        /// `203.0.113.7`, `ip:203.0.113.7`, or a network such as `203.0.113.0/24`.
+        target: String,
+        /// How long, e.g. 30m, 2h.
+        #[arg(long = "for")]
+        r#for: String,
+        /// Why (shown by `ban list` and in the decision log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a ban.
+    Remove {
+        /// As given to `add`, or as `ban list` shows it.
+        target: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -128,5 +165,14 @@ fn main() -> ExitCode {
         Command::Explain(args) => cmd::explain::run(&args),
         Command::Test { config, cases, now } => cmd::test::run(&config, &cases, now),
         Command::Token(args) => cmd::token::run(&args),
+        Command::Ban(args) => cmd::ban::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

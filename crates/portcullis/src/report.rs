@@ -62,6 +62,8 @@ pub fn decision_json(d: &Decision, response: Option<&Rendered>) -> Value {
         "method": d.method.as_str(),
         "peer": d.peer.to_string(),
         "client": d.client.map(|c| c.to_string()),
+        "country": d.country.map(|c| c.as_str().to_owned()),
+        "ban_keys": d.ban_keys,
         "path": d.path,
         "query": d.query,
         "route": d.route.as_ref().map(|r| r.name.to_string()),
@@ -148,6 +150,15 @@ pub fn decision_text(d: &Decision, response: Option<&Rendered>) -> String {
             }
             out.push_str(&format!("hint: {}\n", den.hint));
         }
+    }
+    if let Some(c) = d.country {
+        out.push_str(&format!("country: {c}\n"));
+    }
+    if !d.ban_keys.is_empty() {
+        out.push_str(&format!(
+            "bans: looked up under {}\n",
+            d.ban_keys.join(", ")
+        ));
     }
     for check in &d.limits {
         out.push_str(&format!(

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use portcullis_core::{Decision, Engine, Rendered, RequestFacts, render};
 
+use crate::bans::BanBook;
 use crate::limits::Limiter;
 
 /// An owned request, to borrow facts from.
@@ -63,18 +64,22 @@ impl OwnedRequest {
         }
     }
 
-    /// Decide at `now` (Unix seconds), count the rate limits in `limiter`,
-    /// and render a denial with the request id `id`: what `explain` and
-    /// `test` show for one request.
+    /// Decide at `now` (Unix seconds), look the bans up in `bans`, count
+    /// the rate limits in `limiter`, and render a denial with the request
+    /// id `id`: what `explain` and `test` show for one request.
     pub fn decide(
         &self,
         engine: &Engine,
         limiter: &Limiter,
+        bans: &BanBook,
         now: i64,
         id: &str,
     ) -> (Decision, Option<Rendered>) {
         let mut decision = engine.decide(&self.facts(now));
         let now_ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
+        if let Some(rules) = engine.bans() {
+            bans.check_offline(rules, &mut decision, now_ms);
+        }
         let limit_headers = limiter.apply_offline(&mut decision, now_ms);
         let response = decision.denial().map(|d| {
             let mut r = render(&d.face, self.accept(), id);

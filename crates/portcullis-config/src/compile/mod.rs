@@ -3,6 +3,8 @@
 //! where one does not hide another, so `portcullis check` shows them all.
 
 mod auth;
+mod bans;
+pub(crate) mod geo;
 mod limits;
 mod network;
 mod policy;
@@ -13,8 +15,11 @@ mod serving;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use portcullis_core::Engine;
 use portcullis_core::authz::CedarPolicy;
+use portcullis_core::network::CountryLookup;
 use toml::Spanned;
 
 use crate::Loaded;
@@ -78,7 +83,12 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
     let serving = serving::compile(&ctx, &raw)
         .map_err(|mut e| errors.append(&mut e))
         .ok();
-    let gates = network::compile(&ctx, &raw)
+    let geoip = geo::open(&ctx, &raw).map_err(|e| errors.push(e)).ok();
+    let have_db = matches!(geoip, Some(Some(_)));
+    let gates = network::compile(&ctx, &raw, have_db)
+        .map_err(|mut e| errors.append(&mut e))
+        .ok();
+    let bans = bans::compile(&ctx, &raw)
         .map_err(|mut e| errors.append(&mut e))
         .ok();
     let rate_limits = limits::compile(&ctx, &raw)
@@ -109,12 +119,16 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
         Some((global_limits, route_limits)),
         Some(rate_limit_store),
         Some(request_rules),
+        Some(geoip),
+        Some((bans, ban_key_prefix)),
     ) = (
         serving.filter(|_| errors.is_empty()),
         gates,
         rate_limits,
         rate_limit_store,
         request_rules,
+        geoip,
+        bans,
     )
     else {
         return Err(errors.into());
@@ -128,12 +142,21 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
                 format!("the policies could not be prepared: {e}"),
             )
         })?;
+    let mut engine = Engine::new(table, specs, auth.authenticator, cedar)
+        .with_client_policy(serving.client)
+        .with_ip_gates(global_gate, route_gates)
+        .with_rate_limits(global_limits, route_limits)
+        .with_rules(request_rules);
+    if let Some(db) = &geoip {
+        engine = engine.with_geo(Arc::clone(db) as Arc<dyn CountryLookup>);
+    }
+    if let Some(b) = bans {
+        engine = engine.with_bans(b);
+    }
     Ok(Loaded {
-        engine: Engine::new(table, specs, auth.authenticator, cedar)
-            .with_client_policy(serving.client)
-            .with_ip_gates(global_gate, route_gates)
-            .with_rate_limits(global_limits, route_limits)
-            .with_rules(request_rules),
+        engine,
+        geoip,
+        ban_key_prefix,
         server: serving.server,
         upstream: serving.upstream,
         identity_headers: serving.identity_headers,

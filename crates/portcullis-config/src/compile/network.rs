@@ -1,6 +1,7 @@
 //! Stage two for the network gates: named IP lists (inline CIDRs and list
 //! files) compiled into address sets, and the global and per-route gates
-//! that name them. A bad entry fails the load with its file and line.
+//! that name them and hold country rules. A bad entry fails the load with
+//! its file and line.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,16 +11,19 @@ use portcullis_core::network::{IpGate, IpList, IpSet};
 use toml::Spanned;
 
 use super::Ctx;
+use super::geo::{self, RawRules};
 use crate::diag::{ConfigError, Source};
 use crate::raw::{RawConfig, RawIpList};
 
 /// At most this many bad lines are reported per file.
 const MAX_ERRORS_PER_FILE: usize = 10;
 
-/// The global gate and one gate per route, in route order.
+/// The global gate and one gate per route, in route order. Country rules
+/// need the country database (`have_db`).
 pub(crate) fn compile(
     ctx: &Ctx,
     raw: &RawConfig,
+    have_db: bool,
 ) -> Result<(IpGate, Vec<IpGate>), Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut lists = HashMap::new();
@@ -30,19 +34,38 @@ pub(crate) fn compile(
     }
     // A list that failed is declared: naming it is not a second error.
     let declared: Vec<&str> = raw.ip_lists.keys().map(String::as_str).collect();
-    let mut gate = |deny: &[Spanned<String>], allow: &[Spanned<String>]| IpGate {
+    let mut gate = |deny: &[Spanned<String>], allow: &[Spanned<String>], countries| IpGate {
         deny: names(ctx, &lists, &declared, deny, &mut errors),
         allow: names(ctx, &lists, &declared, allow, &mut errors),
+        countries: geo::rules(ctx, &countries, have_db, &mut errors),
     };
     let global = raw
         .network
         .as_ref()
-        .map(|n| gate(&n.get_ref().deny, &n.get_ref().allow))
+        .map(|n| {
+            let n = n.get_ref();
+            let countries = RawRules {
+                deny: &n.deny_countries,
+                allow: &n.allow_countries,
+                unknown: n.unknown_country.as_ref(),
+                message: n.country_message.as_ref(),
+            };
+            gate(&n.deny, &n.allow, countries)
+        })
         .unwrap_or_default();
     let per_route = raw
         .routes
         .iter()
-        .map(|r| gate(&r.get_ref().ip_deny, &r.get_ref().ip_allow))
+        .map(|r| {
+            let r = r.get_ref();
+            let countries = RawRules {
+                deny: &r.deny_countries,
+                allow: &r.allow_countries,
+                unknown: r.unknown_country.as_ref(),
+                message: r.country_message.as_ref(),
+            };
+            gate(&r.ip_deny, &r.ip_allow, countries)
+        })
         .collect();
     if errors.is_empty() {
         Ok((global, per_route))

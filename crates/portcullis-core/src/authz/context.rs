@@ -1,7 +1,8 @@
 //! The Cedar context of a request, and claim values turned into Cedar values.
 //!
-//! The context record is fixed (docs/policy.md lists it): `ip`, `method`,
-//! `path`, `route`, `scopes`, `authenticated`, `auth_method`, `time`.
+//! The context record is fixed (docs/policy.md lists it): `ip`, `country`,
+//! `method`, `path`, `route`, `scopes`, `authenticated`, `auth_method`,
+//! `time`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -75,6 +76,10 @@ pub(super) fn build(input: &AuthzInput<'_>, ips: &IpValueCache) -> Result<Contex
         (
             SmolStr::new_static("authenticated"),
             ast::Value::from(input.identity.is_some()),
+        ),
+        (
+            SmolStr::new_static("country"),
+            ast::Value::from(input.country.as_ref().map_or("", |c| c.as_str())),
         ),
         (
             SmolStr::new_static("ip"),

@@ -100,6 +100,8 @@ pub struct AuthzInput<'a> {
     pub resource: &'a EntityUid,
     /// The client address.
     pub client_ip: IpAddr,
+    /// The client's country, if known.
+    pub country: Option<crate::network::Country>,
     /// The method.
     pub method: &'a str,
     /// The canonical path.

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use super::{load_with_keys, now, usage};
+use crate::bans::BanBook;
 use crate::limits::Limiter;
 use crate::request::{OwnedRequest, split_headers};
 use crate::{ExplainArgs, Format, report};
@@ -30,7 +31,11 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     // A fresh store: one request never exhausts a limit, but the response
     // shows the headers it would carry.
     let limiter = Limiter::in_memory(16);
-    let (decision, response) = req.decide(&loaded.engine, &limiter, at, "explain");
+    // Bans shared through Redis are looked up there: a ban in force shows.
+    // Bans in a gateway's memory are not visible from here.
+    let bans = BanBook::configured(&loaded.rate_limit_store, &loaded.ban_key_prefix)
+        .unwrap_or_else(|_| BanBook::in_memory(16));
+    let (decision, response) = req.decide(&loaded.engine, &limiter, &bans, at, "explain");
     match args.format {
         Format::Json => println!("{:#}", report::decision_json(&decision, response.as_ref())),
         Format::Text => print!("{}", report::decision_text(&decision, response.as_ref())),

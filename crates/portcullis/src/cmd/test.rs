@@ -13,6 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{FAILED, load_with_keys, now};
+use crate::bans::BanBook;
 use crate::limits::Limiter;
 use crate::report;
 use crate::request::OwnedRequest;
@@ -81,11 +82,13 @@ pub fn run(config: &Path, cases_path: &Path, at: Option<i64>) -> ExitCode {
     let now = at.unwrap_or_else(now);
     // One store for the whole table: cases count against rate limits in
     // order, as requests arriving at the same moment would.
+    // Bans likewise: a case's answer is a strike, and may ban the next.
     let limiter = Limiter::in_memory(100_000);
+    let bans = BanBook::in_memory(100_000);
     let (mut passed, mut failed) = (0, 0);
     for case in &cases.cases {
         let case = case.get_ref();
-        match run_case(&loaded, &limiter, case, now) {
+        match run_case(&loaded, &limiter, &bans, case, now) {
             Ok(()) => {
                 passed += 1;
                 println!("ok   {}", case.name);
@@ -174,9 +177,20 @@ fn request(loaded: &Loaded, case: &Case, now: i64) -> Result<OwnedRequest, Strin
     )
 }
 
-fn run_case(loaded: &Loaded, limiter: &Limiter, case: &Case, now: i64) -> Result<(), String> {
+fn run_case(
+    loaded: &Loaded,
+    limiter: &Limiter,
+    bans: &BanBook,
+    case: &Case,
+    now: i64,
+) -> Result<(), String> {
     let req = request(loaded, case, now)?;
-    let (decision, response) = req.decide(&loaded.engine, limiter, now, "test");
+    let (decision, response) = req.decide(&loaded.engine, limiter, bans, now, "test");
+    if let Some(rules) = loaded.engine.bans() {
+        let status = response.as_ref().map_or(200, |r| r.status);
+        let now_ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
+        bans.strike_offline(rules, &decision, status, now_ms);
+    }
     let mut problems = Vec::new();
     check(case, &decision, response.as_ref(), &mut problems);
     if let Some(reference) = &case.same_as {

@@ -1,20 +1,24 @@
 //! Counters and the admin listener: `/metrics` in the Prometheus text
-//! format and `/healthz`, on their own address so that they are never
-//! reachable through the gateway's routes.
+//! format, `/healthz` and `/bans`, on their own address so that they are
+//! never reachable through the gateway's routes.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::{Request, Response, StatusCode, header};
+use std::net::IpAddr;
+
+use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use portcullis_limit::bans::Ban;
 use tokio::net::TcpListener;
 
 use super::body::{Body, full};
-use super::log::LogStats;
+use super::gateway::Gateway;
+use super::log::{LogStats, rfc3339};
 
 /// Counters shared by every connection.
 #[derive(Debug, Default)]
@@ -89,18 +93,18 @@ impl Metrics {
     }
 }
 
-/// Serve `/metrics` and `/healthz` until the task is dropped.
-pub async fn run(listener: TcpListener, render: Arc<dyn Fn() -> String + Send + Sync>) {
+/// Serve the admin endpoints until the task is dropped.
+pub async fn run(listener: TcpListener, gateway: Arc<Gateway>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let render = Arc::clone(&render);
+        let gw = Arc::clone(&gateway);
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let render = Arc::clone(&render);
-                async move { Ok::<_, Infallible>(answer(req.uri().path(), &*render)) }
+                let gw = Arc::clone(&gw);
+                async move { Ok::<_, Infallible>(answer(&req, peer.ip(), &gw).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -111,16 +115,152 @@ pub async fn run(listener: TcpListener, render: Arc<dyn Fn() -> String + Send + 
     }
 }
 
-fn answer(path: &str, render: &(dyn Fn() -> String + Send + Sync)) -> Response<Body> {
-    let (status, body, kind) = match path {
-        "/metrics" => (StatusCode::OK, render(), "text/plain; version=0.0.4"),
-        "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
-        _ => (
+async fn answer<B>(req: &Request<B>, peer: IpAddr, gw: &Gateway) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            text(StatusCode::OK, metrics(gw), "text/plain; version=0.0.4")
+        }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".to_owned(), "text/plain"),
+        (_, "/bans") => bans(req, peer, gw).await,
+        _ => text(
             StatusCode::NOT_FOUND,
             "not found\n".to_owned(),
             "text/plain",
         ),
+    }
+}
+
+fn metrics(gw: &Gateway) -> String {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = gw
+        .metrics
+        .render(gw.log.stats(), get(&gw.limiter.store_errors));
+    for (name, v) in [
+        ("portcullis_bans_started_total", get(&gw.bans.started)),
+        (
+            "portcullis_ban_store_errors_total",
+            get(&gw.bans.store_errors),
+        ),
+    ] {
+        let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
+    }
+    out
+}
+
+/// `/bans`: GET lists the bans in force; POST `?key=K&for=D[&reason=R]`
+/// adds one and DELETE `?key=K` lifts one, from a loopback peer only (the
+/// admin listener has no credentials; anyone who can reach it could
+/// otherwise lift their own ban).
+async fn bans<B>(req: &Request<B>, peer: IpAddr, gw: &Gateway) -> Response<Body> {
+    let now_ms = now_ms();
+    let query: Vec<(String, String)> = req.uri().query().map(url_form).unwrap_or_default();
+    let arg = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     };
+    let method = req.method();
+    if method != Method::GET && !peer.to_canonical().is_loopback() {
+        return json(
+            StatusCode::FORBIDDEN,
+            &serde_json::json!({"error": "AdminLoopbackOnly", "message": "bans are changed from the gateway's own host only"}),
+        );
+    }
+    let result = match *method {
+        Method::GET => gw.bans.list(now_ms).await.map(|list| {
+            serde_json::json!({
+                "shared": gw.bans.is_shared(),
+                "bans": list.iter().map(|b| ban_json(b, now_ms)).collect::<Vec<_>>(),
+            })
+        }),
+        Method::POST | Method::DELETE => {
+            let key = match crate::bans::parse_target(arg("key").unwrap_or(""), gw.engine.bans()) {
+                Ok(k) => k,
+                Err(e) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        &serde_json::json!({"error": "InvalidBanKey", "message": e}),
+                    );
+                }
+            };
+            if *method == Method::DELETE {
+                gw.bans
+                    .remove(&key, now_ms)
+                    .await
+                    .map(|lifted| serde_json::json!({"key": key, "lifted": lifted}))
+            } else {
+                let duration = match arg("for").map(portcullis_config::duration::parse_millis) {
+                    Some(Ok(ms)) if ms > 0 => std::time::Duration::from_millis(ms),
+                    _ => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            &serde_json::json!({"error": "InvalidDuration", "message": "give for=DURATION, such as 10m or 2h"}),
+                        );
+                    }
+                };
+                let by = match arg("reason").filter(|r| !r.is_empty()) {
+                    Some(r) => format!("manual: {r}"),
+                    None => "manual".to_owned(),
+                };
+                gw.bans
+                    .add(&key, duration, &by, now_ms)
+                    .await
+                    .map(|b| ban_json(&b, now_ms))
+            }
+        }
+        _ => {
+            return json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &serde_json::json!({"error": "MethodNotAllowed", "message": "use GET, POST or DELETE"}),
+            );
+        }
+    };
+    match result {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(e) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "BanStoreUnavailable", "message": e.to_string()}),
+        ),
+    }
+}
+
+/// A ban as the admin API and `portcullis ban list` show it.
+pub fn ban_json(b: &Ban, now_ms: u64) -> serde_json::Value {
+    serde_json::json!({
+        "key": b.key,
+        "until": rfc3339(std::time::Duration::from_millis(b.until_ms)),
+        "seconds_left": b.until_ms.saturating_sub(now_ms).div_ceil(1000),
+        "by": &*b.by,
+    })
+}
+
+fn url_form(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8()
+                    .ok()
+                    .map(|c| c.into_owned())
+            };
+            Some((dec(k)?, dec(v)?))
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    text(status, format!("{v}\n"), "application/json")
+}
+
+fn text(status: StatusCode, body: String, kind: &str) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     if let Ok(v) = kind.parse() {

@@ -27,6 +27,7 @@ use super::forward::{self, Fault, Hop, Proxy};
 use super::guard::{REFUSED_HEADER, Refusal};
 use super::log::{DecisionLog, Entry};
 use super::{reqid, static_files};
+use crate::bans::BanBook;
 use crate::limits::{LimitHeaders, Limiter};
 
 /// Where allowed requests go.
@@ -72,6 +73,8 @@ pub struct Gateway {
     pub jwks_wake: Option<Arc<Notify>>,
     /// Where rate limits are counted.
     pub limiter: Limiter,
+    /// Bans in force and strike counts.
+    pub bans: BanBook,
 }
 
 /// What one request's handling produced, for the log.
@@ -118,6 +121,11 @@ impl Gateway {
         // fail; a denial here is final and nothing reaches the upstream.
         let mut decision = self.decide(&req, peer, now_ms);
         record.client = decision.client.unwrap_or(peer);
+        // Stage 3, last: a ban in force on the client refuses it, whatever
+        // the engine concluded after the network gates.
+        if let Some(bans) = self.engine.bans() {
+            self.bans.check(bans, &mut decision, now_ms).await;
+        }
         // Stage 4: the rate limits the engine keyed, counted in the store;
         // an exhausted one turns any outcome into 429.
         let limit_headers = self.limiter.apply(&mut decision, now_ms).await;
@@ -414,6 +422,7 @@ impl<'g> Record<'g> {
 
     fn entry(&self, status: u16, refusal: Option<(ReasonCode, Stage, String)>) -> Entry {
         Entry {
+            bans_started: Vec::new(),
             at: self.at,
             request_id: self.request_id.clone(),
             client: self.client,
@@ -432,6 +441,15 @@ impl<'g> Record<'g> {
         let status = out.response.status().as_u16();
         self.gateway.metrics.count_response(status);
         let mut entry = self.entry(status, out.refusal);
+        // Stage 3's escalation: this answer may be the strike that starts
+        // a ban; the line that records it says so.
+        if let (Some(bans), Some(d)) = (self.gateway.engine.bans(), &decision) {
+            let now_ms = self
+                .at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            entry.bans_started = self.gateway.bans.strike(bans, d, status, now_ms).await;
+        }
         entry.decision = decision;
         entry.upstream_status = out.upstream_status;
         self.gateway.log.record(entry).await;

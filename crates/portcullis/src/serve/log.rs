@@ -46,6 +46,8 @@ pub struct Entry {
     pub latency: Duration,
     /// The upstream's status, when it answered.
     pub upstream_status: Option<u16>,
+    /// Bans this response started (it was the strike past a threshold).
+    pub bans_started: Vec<portcullis_limit::bans::Ban>,
 }
 
 /// Counters the log exposes.
@@ -173,6 +175,8 @@ struct Line<'a> {
     request_id: &'a str,
     client: IpAddr,
     peer: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country: Option<&'a str>,
     method: &'a str,
     path: Option<&'a str>,
     route: Option<&'a str>,
@@ -189,6 +193,16 @@ struct Line<'a> {
     rules_logged: Vec<&'a str>,
     latency_ms: f64,
     upstream_status: Option<u16>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bans_started: Vec<BanLine<'a>>,
+}
+
+/// A ban a response started.
+#[derive(Serialize)]
+struct BanLine<'a> {
+    key: &'a str,
+    rule: &'a str,
+    until: String,
 }
 
 impl<'a> Line<'a> {
@@ -231,6 +245,7 @@ impl<'a> Line<'a> {
             request_id: &e.request_id,
             client: e.client,
             peer: e.peer,
+            country: d.and_then(|d| d.country.as_ref()).map(|c| c.as_str()),
             method: e.method.as_str(),
             path: d.and_then(|d| d.path.as_deref()),
             route: d.and_then(|d| d.route.as_ref()).map(|r| &*r.name),
@@ -251,12 +266,21 @@ impl<'a> Line<'a> {
                 .unwrap_or_default(),
             latency_ms: e.latency.as_secs_f64() * 1000.0,
             upstream_status: e.upstream_status,
+            bans_started: e
+                .bans_started
+                .iter()
+                .map(|b| BanLine {
+                    key: &b.key,
+                    rule: &b.by,
+                    until: rfc3339(Duration::from_millis(b.until_ms)),
+                })
+                .collect(),
         }
     }
 }
 
 /// `2026-11-22T10:38:01.123Z`.
-fn rfc3339(since_epoch: Duration) -> String {
+pub fn rfc3339(since_epoch: Duration) -> String {
     let secs = since_epoch.as_secs();
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;

@@ -7,12 +7,12 @@
 //!
 //! The request data path itself is [`gateway::Gateway::handle`].
 
-mod admin;
+pub(crate) mod admin;
 mod body;
 mod forward;
 mod gateway;
 mod guard;
-mod log;
+pub(crate) mod log;
 mod reqid;
 mod static_files;
 mod tls;
@@ -106,6 +106,7 @@ async fn serve(loaded: Loaded, addr: SocketAddr) -> Result<log::Writer, String> 
         marker: Box::leak(uuid::Uuid::new_v4().simple().to_string().into_boxed_str()),
         jwks_wake: refresher.as_ref().map(Refresher::wake_handle),
         limiter: crate::limits::Limiter::configured(&loaded.rate_limit_store)?,
+        bans: crate::bans::BanBook::configured(&loaded.rate_limit_store, &loaded.ban_key_prefix)?,
     });
     if let Some(r) = refresher {
         let gw = Arc::clone(&gateway);
@@ -122,19 +123,11 @@ async fn serve(loaded: Loaded, addr: SocketAddr) -> Result<log::Writer, String> 
         let l = TcpListener::bind(admin_addr)
             .await
             .map_err(|e| format!("cannot listen on {admin_addr}: {e}"))?;
-        let gw = Arc::clone(&gateway);
-        let render = Arc::new(move || {
-            let store_errors = gw
-                .limiter
-                .store_errors
-                .load(std::sync::atomic::Ordering::Relaxed);
-            gw.metrics.render(gw.log.stats(), store_errors)
-        });
         eprintln!(
             "portcullis: admin on http://{}",
             l.local_addr().unwrap_or(admin_addr)
         );
-        tokio::spawn(admin::run(l, render));
+        tokio::spawn(admin::run(l, Arc::clone(&gateway)));
     }
     let listener = TcpListener::bind(addr)
         .await

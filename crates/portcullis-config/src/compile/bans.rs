@@ -1,0 +1,151 @@
+//! `[bans]`: whether bans are checked, where they are kept, and the
+//! escalation rules that start them.
+
+use std::sync::Arc;
+
+use portcullis_core::bans::{BanKey, BanRule, Bans};
+use toml::Spanned;
+
+use super::Ctx;
+use crate::diag::ConfigError;
+use crate::raw::{RawBanRule, RawConfig};
+
+/// The default prefix of the Redis keys bans and strikes are kept under.
+pub const DEFAULT_KEY_PREFIX: &str = "portcullis:ban:";
+
+/// The bans, if `[bans]` is present, and their Redis key prefix.
+pub(crate) fn compile(
+    ctx: &Ctx,
+    raw: &RawConfig,
+) -> Result<(Option<Bans>, String), Vec<ConfigError>> {
+    let Some(b) = &raw.bans else {
+        return Ok((None, DEFAULT_KEY_PREFIX.to_owned()));
+    };
+    let b = b.get_ref();
+    let mut errors = Vec::new();
+    let route_names: Vec<&str> = raw
+        .routes
+        .iter()
+        .map(|r| r.get_ref().name.get_ref().as_str())
+        .collect();
+    let mut rules = Vec::new();
+    for (name, r) in &b.rules {
+        if let Some(rule) = one(ctx, name, r, &route_names, &mut errors) {
+            rules.push(Arc::new(rule));
+        }
+    }
+    let fail_open = match b.on_store_error.as_ref().map(|m| (m, m.get_ref().as_str())) {
+        None | Some((_, "open")) => true,
+        Some((_, "closed")) => false,
+        Some((m, other)) => {
+            errors.push(ctx.err(m.span(), format!("{other:?}: use \"open\" or \"closed\"")));
+            true
+        }
+    };
+    let prefix = b
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+    if errors.is_empty() {
+        Ok((Some(Bans::new(rules, b.message.clone(), fail_open)), prefix))
+    } else {
+        Err(errors)
+    }
+}
+
+fn one(
+    ctx: &Ctx,
+    name: &str,
+    raw: &Spanned<RawBanRule>,
+    routes: &[&str],
+    errors: &mut Vec<ConfigError>,
+) -> Option<BanRule> {
+    let r = raw.get_ref();
+    let before = errors.len();
+    let statuses: Vec<u16> = r.statuses.get_ref().iter().map(|s| *s.get_ref()).collect();
+    for s in r.statuses.get_ref() {
+        if !(400..600).contains(s.get_ref()) {
+            errors.push(
+                ctx.err(s.span(), format!("{} is not an error status", s.get_ref()))
+                    .help("count refusals, such as [401, 403, 429]"),
+            );
+        }
+    }
+    if statuses.is_empty() {
+        errors.push(
+            ctx.err(
+                r.statuses.span(),
+                format!("ban rule {name:?} counts no status"),
+            )
+            .help("for example statuses = [401, 403, 429]"),
+        );
+    }
+    let mut duration = |d: &Spanned<crate::raw::RawDuration>| match d.get_ref().millis() {
+        Ok(0) => {
+            errors.push(ctx.err(d.span(), "must be longer than zero"));
+            0
+        }
+        Ok(ms) if ms > 366 * 86_400_000 => {
+            errors.push(ctx.err(d.span(), "is at most a year"));
+            ms
+        }
+        Ok(ms) => ms,
+        Err(e) => {
+            errors.push(ctx.err(d.span(), e));
+            0
+        }
+    };
+    let within_ms = duration(&r.within);
+    let ban_ms = duration(&r.ban_for);
+    let prefix =
+        |v: &Option<Spanned<u8>>, default: u8, max: u8, errors: &mut Vec<ConfigError>| match v {
+            Some(p) if *p.get_ref() > max => {
+                errors.push(ctx.err(p.span(), format!("a prefix length is at most {max}")));
+                default
+            }
+            Some(p) => *p.get_ref(),
+            None => default,
+        };
+    let v4 = prefix(&r.ipv4_prefix, 24, 32, errors);
+    let v6 = prefix(&r.ipv6_prefix, 64, 128, errors);
+    let key = match r.key.as_ref().map(|k| (k, k.get_ref().as_str())) {
+        None | Some((_, "ip")) => {
+            if let Some(p) = r.ipv4_prefix.as_ref().or(r.ipv6_prefix.as_ref()) {
+                errors.push(ctx.err(p.span(), "prefix lengths apply to key = \"ip_prefix\" only"));
+            }
+            BanKey::Ip
+        }
+        Some((_, "ip_prefix")) => BanKey::IpPrefix { v4, v6 },
+        Some((k, other)) => {
+            errors.push(
+                ctx.err(k.span(), format!("{other:?} is not a ban key"))
+                    .help("bans are on the client address: use \"ip\" or \"ip_prefix\""),
+            );
+            BanKey::Ip
+        }
+    };
+    for route in &r.routes {
+        if !routes.contains(&route.get_ref().as_str()) {
+            errors.push(
+                ctx.err(
+                    route.span(),
+                    format!("no route is named {:?}", route.get_ref()),
+                )
+                .help(format!("routes: {}", routes.join(", "))),
+            );
+        }
+    }
+    (errors.len() == before).then(|| BanRule {
+        name: name.into(),
+        statuses,
+        more_than: *r.more_than.get_ref(),
+        within_ms,
+        ban_ms,
+        key,
+        routes: r
+            .routes
+            .iter()
+            .map(|x| Arc::from(x.get_ref().as_str()))
+            .collect(),
+    })
+}
