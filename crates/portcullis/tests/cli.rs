@@ -97,7 +97,7 @@ fn test_runs_the_quickstart_cases() {
     ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(
-        stdout(&o).trim_end().ends_with("37 passed, 0 failed"),
+        stdout(&o).trim_end().ends_with("41 passed, 0 failed"),
         "{}",
         stdout(&o)
     );

@@ -432,6 +432,14 @@ pub fn quickstart_copy(upstream_and_log: &str) -> (tempfile::TempDir, PathBuf) {
         .or_else(|| text.find("[authentication]"))
         .unwrap();
     let text = format!("{}{upstream_and_log}\n\n{}", &text[..start], &text[end..]);
+    // The quickstart's fixed admin port would collide between tests; a
+    // test that wants the admin listener adds its own.
+    let text = text.replace("admin_listen = \"127.0.0.1:9090\"\n", "");
+    // Its ban rule too: tests that want bans declare their own, and one
+    // left in would ban the loopback clients of every other test.
+    let bans = text.find("[bans]").unwrap();
+    let after = bans + text[bans..].find("\n\n#").unwrap() + 2;
+    let text = format!("{}{}", &text[..bans], &text[after..]);
     std::fs::write(&config, text).unwrap();
     (dir, config)
 }
