@@ -3,6 +3,9 @@
 //! the membership lookup alone, and a whole decision on the quickstart
 //! policy with that list as its global deny list.
 //!
+//! Then country lookups in a database built here, and a decision with a
+//! country rule.
+//!
 //! Run: cargo bench -p portcullis --bench network
 //! The load time and the memory the list takes are printed before the
 //! criterion runs (one measurement each).
@@ -19,6 +22,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
 use portcullis_core::RequestFacts;
 use portcullis_core::network::IpSet;
+
+#[path = "../tests/support/mmdb.rs"]
+mod mmdb;
 
 const ENTRIES: usize = 1_000_000;
 
@@ -139,5 +145,97 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// Country lookups in a database about the size of GeoLite2-Country
+/// (300,000 networks, half IPv4 /24s, half IPv6 /48s), built here; then a
+/// whole decision with a global country deny rule.
+fn countries(c: &mut Criterion) {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "schema.cedarschema",
+        "policies.cedar",
+        "entities.json",
+        "api-keys.toml",
+        "portcullis.toml",
+    ] {
+        std::fs::copy(root.join("examples/quickstart").join(f), dir.path().join(f)).unwrap();
+    }
+    let codes = ["FR", "DE", "US", "RU", "JP", "BR", "IN", "NG"];
+    let mut rng = Rng(0x5EED);
+    let nets: Vec<(String, &str)> = (0..300_000)
+        .map(|i| {
+            let r = rng.next();
+            let code = codes[(r % 8) as usize];
+            if i % 2 == 0 {
+                let a = std::net::Ipv4Addr::from(((r >> 32) as u32) & 0xFFFF_FF00);
+                (format!("{a}/24"), code)
+            } else {
+                let a = std::net::Ipv6Addr::from(u128::from(r >> 16) << 80);
+                (format!("{a}/48"), code)
+            }
+        })
+        .collect();
+    let entries: Vec<(&str, &str)> = nets.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    std::fs::write(
+        dir.path().join("countries.mmdb"),
+        mmdb::country_db(&entries),
+    )
+    .unwrap();
+    let config = dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "deny = [\"blocked\"]\n",
+        "deny = [\"blocked\"]\ndeny_countries = [\"RU\"]\n",
+    );
+    std::fs::write(
+        &config,
+        format!("[geoip]\ndatabase = \"countries.mmdb\"\n\n{text}"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let loaded = portcullis_config::load(&config).unwrap();
+    eprintln!(
+        "network: loaded and verified a {}-byte country database of 300,000 networks in {:.2} s",
+        std::fs::metadata(dir.path().join("countries.mmdb"))
+            .unwrap()
+            .len(),
+        started.elapsed().as_secs_f64()
+    );
+    let db = loaded.geoip.clone().unwrap();
+    // Half the probes fall inside a listed network, half anywhere.
+    let probes: Vec<IpAddr> = nets
+        .iter()
+        .step_by(293)
+        .take(512)
+        .map(|(n, _)| n.parse::<ipnet::IpNet>().unwrap().network())
+        .chain((0..512).map(|_| IpAddr::from(std::net::Ipv4Addr::from((rng.next() >> 32) as u32))))
+        .collect();
+    let mut i = 0;
+    c.bench_function("country lookup, 300k-network database", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            black_box(portcullis_core::network::CountryLookup::country(
+                &*db,
+                black_box(probes[i]),
+            ))
+        });
+    });
+    let method = Method::GET;
+    let headers = HeaderMap::new();
+    let mut j = 0;
+    c.bench_function("quickstart public, country deny rule", |b| {
+        b.iter(|| {
+            j = (j + 1) & 1023;
+            let d = loaded.engine.decide(&RequestFacts {
+                method: &method,
+                target: "/public/hello",
+                headers: &headers,
+                peer: probes[j],
+                now: 1_800_000_000,
+            });
+            black_box(d.is_allowed())
+        });
+    });
+}
+
+criterion_group!(benches, bench, countries);
 criterion_main!(benches);

@@ -515,3 +515,37 @@ fn bad_ban_settings_fail_the_load() {
     let o = ban(&config.with_file_name("missing.toml"), &["list"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn an_unreachable_ban_store_follows_the_configured_mode() {
+    let port = spare_port();
+    let store =
+        format!("[rate_limit_store]\nredis = \"redis://127.0.0.1:{port}/\"\ntimeout = \"100ms\"\n");
+    for (mode, status, error) in [
+        ("open", 200, None),
+        ("closed", 503, Some("RateLimiterUnavailable")),
+    ] {
+        let bans = BAN_RULE.replace(
+            "[bans]\n",
+            &format!("[bans]\non_store_error = \"{mode}\"\n"),
+        );
+        let (_d, config) = geo_config(offline(), "", &format!("{store}\n{bans}"));
+        let gw = Gateway::start(&config);
+        let r = request_from("127.0.0.1", gw.addr, "GET", "/public/hello", &[], b"");
+        assert_eq!(r.status, status, "{mode}: {}", r.text());
+        if let Some(e) = error {
+            assert_eq!(r.json()["error"], e);
+            assert_eq!(r.header("retry-after"), None);
+        }
+        // The gateway says why on stderr (read by a thread: allow it a moment).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let said = gw.stderr.lock().unwrap().join("\n");
+            if said.contains("portcullis: ban store:") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{mode}: {said}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
