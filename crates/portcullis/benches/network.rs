@@ -68,7 +68,8 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn bench(c: &mut Criterion) {
+/// The quickstart's files in a temporary folder.
+fn quickstart_copy() -> tempfile::TempDir {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let dir = tempfile::tempdir().unwrap();
     for f in [
@@ -80,6 +81,11 @@ fn bench(c: &mut Criterion) {
     ] {
         std::fs::copy(root.join("examples/quickstart").join(f), dir.path().join(f)).unwrap();
     }
+    dir
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = quickstart_copy();
     std::fs::write(dir.path().join("big.txt"), list_text()).unwrap();
     let config = dir.path().join("portcullis.toml");
     let text = std::fs::read_to_string(&config).unwrap().replace(
@@ -149,17 +155,7 @@ fn bench(c: &mut Criterion) {
 /// (300,000 networks, half IPv4 /24s, half IPv6 /48s), built here; then a
 /// whole decision with a global country deny rule.
 fn countries(c: &mut Criterion) {
-    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let dir = tempfile::tempdir().unwrap();
-    for f in [
-        "schema.cedarschema",
-        "policies.cedar",
-        "entities.json",
-        "api-keys.toml",
-        "portcullis.toml",
-    ] {
-        std::fs::copy(root.join("examples/quickstart").join(f), dir.path().join(f)).unwrap();
-    }
+    let dir = quickstart_copy();
     let codes = ["FR", "DE", "US", "RU", "JP", "BR", "IN", "NG"];
     let mut rng = Rng(0x5EED);
     let nets: Vec<(String, &str)> = (0..300_000)

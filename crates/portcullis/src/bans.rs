@@ -16,6 +16,7 @@ use portcullis_core::{Decision, Face, ReasonCode, Stage};
 use portcullis_limit::bans::{Ban, Escalation, MemoryBans};
 use portcullis_limit::{RedisStore, StoreError};
 
+use crate::limits::StoreErrors;
 use crate::serve::log::rfc3339;
 
 /// Where bans are kept.
@@ -31,10 +32,9 @@ enum Store {
 pub struct BanBook {
     store: Store,
     /// Lookups and strikes the store could not answer.
-    pub store_errors: AtomicU64,
+    pub store_errors: StoreErrors,
     /// Bans started by escalation rules.
     pub started: AtomicU64,
-    last_report: AtomicU64,
 }
 
 impl BanBook {
@@ -57,9 +57,8 @@ impl BanBook {
     fn with(store: Store) -> Self {
         BanBook {
             store,
-            store_errors: AtomicU64::new(0),
+            store_errors: StoreErrors::new("ban"),
             started: AtomicU64::new(0),
-            last_report: AtomicU64::new(0),
         }
     }
 
@@ -112,7 +111,7 @@ impl BanBook {
             Ok(None) => return false,
             Ok(Some(ban)) => banned(bans, d, &ban, now_ms),
             Err(e) => {
-                self.store_error(&e, now_ms);
+                self.store_errors.record(&e, now_ms);
                 if bans.fail_open {
                     return false;
                 }
@@ -148,7 +147,7 @@ impl BanBook {
             match result {
                 Ok(Some(ban)) => started.push(ban),
                 Ok(None) => {}
-                Err(e) => self.store_error(&e, now_ms),
+                Err(e) => self.store_errors.record(&e, now_ms),
             }
         }
         self.started
@@ -204,20 +203,6 @@ impl BanBook {
         match &self.store {
             Store::Memory(m) => Ok(m.remove(key, now_ms)),
             Store::Redis(r) => r.remove_ban(key).await,
-        }
-    }
-
-    /// Count a store failure; say so on stderr at most once a second.
-    fn store_error(&self, e: &StoreError, now_ms: u64) {
-        self.store_errors.fetch_add(1, Ordering::Relaxed);
-        let last = self.last_report.load(Ordering::Relaxed);
-        if now_ms >= last + 1000
-            && self
-                .last_report
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            eprintln!("portcullis: ban store: {e}");
         }
     }
 }

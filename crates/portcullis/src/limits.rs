@@ -28,8 +28,46 @@ enum Store {
 pub struct Limiter {
     store: Store,
     /// Checks the store could not answer (fail-open limits let them pass).
-    pub store_errors: AtomicU64,
+    pub store_errors: StoreErrors,
+}
+
+/// Failures of a shared store: counted for `/metrics`, and said on stderr
+/// at most once a second.
+#[derive(Debug)]
+pub struct StoreErrors {
+    what: &'static str,
+    count: AtomicU64,
     last_report: AtomicU64,
+}
+
+impl StoreErrors {
+    /// Counters for the store of `what` (`rate limit`, `ban`).
+    pub fn new(what: &'static str) -> Self {
+        StoreErrors {
+            what,
+            count: AtomicU64::new(0),
+            last_report: AtomicU64::new(0),
+        }
+    }
+
+    /// Failures so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Count one failure at `now_ms`.
+    pub fn record(&self, e: &StoreError, now_ms: u64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let last = self.last_report.load(Ordering::Relaxed);
+        if now_ms >= last + 1000
+            && self
+                .last_report
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            eprintln!("portcullis: {} store: {e}", self.what);
+        }
+    }
 }
 
 impl Limiter {
@@ -55,8 +93,7 @@ impl Limiter {
     fn with(store: Store) -> Self {
         Limiter {
             store,
-            store_errors: AtomicU64::new(0),
-            last_report: AtomicU64::new(0),
+            store_errors: StoreErrors::new("rate limit"),
         }
     }
 
@@ -121,7 +158,7 @@ impl Limiter {
             let step = match result {
                 Ok(step) => step,
                 Err(e) => {
-                    self.store_error(&e, now_ms);
+                    self.store_errors.record(&e, now_ms);
                     if !spec.fail_open && unavailable.is_none() {
                         unavailable = Some((check.clone(), e));
                     }
@@ -190,20 +227,6 @@ impl Limiter {
             headers.clear();
         }
         headers
-    }
-
-    /// Count a store failure; say so on stderr at most once a second.
-    fn store_error(&self, e: &StoreError, now_ms: u64) {
-        self.store_errors.fetch_add(1, Ordering::Relaxed);
-        let last = self.last_report.load(Ordering::Relaxed);
-        if now_ms >= last + 1000
-            && self
-                .last_report
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            eprintln!("portcullis: rate limit store: {e}");
-        }
     }
 }
 

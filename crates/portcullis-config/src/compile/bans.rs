@@ -6,7 +6,7 @@ use std::sync::Arc;
 use portcullis_core::bans::{BanKey, BanRule, Bans};
 use toml::Spanned;
 
-use super::Ctx;
+use super::{Ctx, limits};
 use crate::diag::ConfigError;
 use crate::raw::{RawBanRule, RawConfig};
 
@@ -34,14 +34,7 @@ pub(crate) fn compile(
             rules.push(Arc::new(rule));
         }
     }
-    let fail_open = match b.on_store_error.as_ref().map(|m| (m, m.get_ref().as_str())) {
-        None | Some((_, "open")) => true,
-        Some((_, "closed")) => false,
-        Some((m, other)) => {
-            errors.push(ctx.err(m.span(), format!("{other:?}: use \"open\" or \"closed\"")));
-            true
-        }
-    };
+    let fail_open = limits::fail_open(ctx, b.on_store_error.as_ref(), &mut errors);
     let prefix = b
         .key_prefix
         .clone()
@@ -97,17 +90,8 @@ fn one(
     };
     let within_ms = duration(&r.within);
     let ban_ms = duration(&r.ban_for);
-    let prefix =
-        |v: &Option<Spanned<u8>>, default: u8, max: u8, errors: &mut Vec<ConfigError>| match v {
-            Some(p) if *p.get_ref() > max => {
-                errors.push(ctx.err(p.span(), format!("a prefix length is at most {max}")));
-                default
-            }
-            Some(p) => *p.get_ref(),
-            None => default,
-        };
-    let v4 = prefix(&r.ipv4_prefix, 24, 32, errors);
-    let v6 = prefix(&r.ipv6_prefix, 64, 128, errors);
+    let v4 = limits::prefix_len(ctx, r.ipv4_prefix.as_ref(), 24, 32, errors);
+    let v6 = limits::prefix_len(ctx, r.ipv6_prefix.as_ref(), 64, 128, errors);
     let key = match r.key.as_ref().map(|k| (k, k.get_ref().as_str())) {
         None | Some((_, "ip")) => {
             if let Some(p) = r.ipv4_prefix.as_ref().or(r.ipv6_prefix.as_ref()) {

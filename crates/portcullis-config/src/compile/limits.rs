@@ -165,17 +165,8 @@ fn one(
             0
         }
     };
-    let prefix =
-        |v: &Option<Spanned<u8>>, default: u8, max: u8, errors: &mut Vec<ConfigError>| match v {
-            Some(p) if *p.get_ref() > max => {
-                errors.push(ctx.err(p.span(), format!("a prefix length is at most {max}")));
-                default
-            }
-            Some(p) => *p.get_ref(),
-            None => default,
-        };
-    let v4 = prefix(&r.ipv4_prefix, 24, 32, &mut errors);
-    let v6 = prefix(&r.ipv6_prefix, 64, 128, &mut errors);
+    let v4 = prefix_len(ctx, r.ipv4_prefix.as_ref(), 24, 32, &mut errors);
+    let v6 = prefix_len(ctx, r.ipv6_prefix.as_ref(), 64, 128, &mut errors);
     let mut key = Vec::new();
     for part in r.key.get_ref() {
         let p = part.get_ref().trim();
@@ -204,14 +195,7 @@ fn one(
                 .help("for example key = [\"ip\"]"),
         );
     }
-    let fail_open = match r.on_store_error.as_ref().map(|m| (m, m.get_ref().as_str())) {
-        None | Some((_, "open")) => true,
-        Some((_, "closed")) => false,
-        Some((m, other)) => {
-            errors.push(ctx.err(m.span(), format!("{other:?}: use \"open\" or \"closed\"")));
-            true
-        }
-    };
+    let fail_open = fail_open(ctx, r.on_store_error.as_ref(), &mut errors);
     if errors.is_empty() {
         Ok(RateLimitSpec {
             name: name.into(),
@@ -222,5 +206,39 @@ fn one(
         })
     } else {
         Err(errors)
+    }
+}
+
+/// `on_store_error`: `open` (the default) or `closed`.
+pub(crate) fn fail_open(
+    ctx: &Ctx,
+    mode: Option<&Spanned<String>>,
+    errors: &mut Vec<ConfigError>,
+) -> bool {
+    match mode.map(|m| (m, m.get_ref().as_str())) {
+        None | Some((_, "open")) => true,
+        Some((_, "closed")) => false,
+        Some((m, other)) => {
+            errors.push(ctx.err(m.span(), format!("{other:?}: use \"open\" or \"closed\"")));
+            true
+        }
+    }
+}
+
+/// An `ipv4_prefix` / `ipv6_prefix` of at most `max` bits, or `default`.
+pub(crate) fn prefix_len(
+    ctx: &Ctx,
+    v: Option<&Spanned<u8>>,
+    default: u8,
+    max: u8,
+    errors: &mut Vec<ConfigError>,
+) -> u8 {
+    match v {
+        Some(p) if *p.get_ref() > max => {
+            errors.push(ctx.err(p.span(), format!("a prefix length is at most {max}")));
+            default
+        }
+        Some(p) => *p.get_ref(),
+        None => default,
     }
 }

@@ -134,12 +134,12 @@ fn metrics(gw: &Gateway) -> String {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut out = gw
         .metrics
-        .render(gw.log.stats(), get(&gw.limiter.store_errors));
+        .render(gw.log.stats(), gw.limiter.store_errors.count());
     for (name, v) in [
         ("portcullis_bans_started_total", get(&gw.bans.started)),
         (
             "portcullis_ban_store_errors_total",
-            get(&gw.bans.store_errors),
+            gw.bans.store_errors.count(),
         ),
     ] {
         let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
