@@ -257,17 +257,27 @@ impl Decision {
     /// The trace with a readable account of each stage, for `explain` and
     /// the decision log.
     pub fn describe(&self) -> Vec<(Stage, &'static str, String)> {
+        let last = self.trace.len().saturating_sub(1);
         self.trace
             .iter()
-            .map(|step| (step.stage, step.outcome.as_str(), self.detail(*step)))
+            .enumerate()
+            .map(|(i, step)| {
+                (
+                    step.stage,
+                    step.outcome.as_str(),
+                    self.detail(*step, i == last),
+                )
+            })
             .collect()
     }
 
-    fn detail(&self, step: TraceStep) -> String {
+    fn detail(&self, step: TraceStep, last: bool) -> String {
         // The engine's own stages are explained by the engine's verdict,
-        // even when the front door replaced it afterwards.
-        let verdict = match (&self.engine_verdict, step.stage) {
-            (Some(v), s) if s != Stage::RateLimit => v,
+        // even when the front door replaced it afterwards; the front door's
+        // refusal (a ban, a rate limit) is the last step, explained by the
+        // verdict that replaced it.
+        let verdict = match &self.engine_verdict {
+            Some(v) if !last => v,
             _ => &self.verdict,
         };
         if step.outcome == StepOutcome::Deny {
@@ -328,10 +338,13 @@ impl Decision {
                 "log-only rules matched (would have blocked): {}",
                 self.rules_logged.join(", ")
             ),
-            Stage::Network => format!(
-                "client {} passed the IP lists",
-                self.client.map(|c| c.to_string()).unwrap_or_default()
-            ),
+            Stage::Network => {
+                let client = self.client.map(|c| c.to_string()).unwrap_or_default();
+                match self.country {
+                    Some(c) => format!("client {client} (country {c}) passed the network gates"),
+                    None => format!("client {client} passed the network gates"),
+                }
+            }
             // The server records what forwarding did; the engine never gets there.
             Stage::Forward => String::new(),
         }

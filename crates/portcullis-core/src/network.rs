@@ -167,7 +167,7 @@ impl CountryRules {
                 UnknownCountry::Deny => refuse(
                     "country:unknown".to_owned(),
                     format!(
-                        "client {client} has no country in the GeoIP database, and the {place} country rules refuse unknown countries (unknown_country = \"deny\")"
+                        "client {client} has no country in the GeoIP database, and the {place} country rules refuse addresses with no country"
                     ),
                 ),
             };

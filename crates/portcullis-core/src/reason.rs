@@ -13,7 +13,8 @@ pub enum Stage {
     Parse,
     /// Stage 2: the client address, through trusted proxies.
     Client,
-    /// Stage 3: IP allow and deny lists (global, and the route's after stage 7).
+    /// Stage 3: IP allow and deny lists and country rules (global, and the
+    /// route's after stage 7), then bans (checked by the front door).
     Network,
     /// Stage 4: rate limits (the front door counts; the engine keys).
     RateLimit,

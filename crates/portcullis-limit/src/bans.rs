@@ -67,10 +67,10 @@ pub struct Ban {
 }
 
 /// Bans and strike counts in this process: the default for one instance.
-/// Bounded: when full, expired entries go first; strike counts of live
-/// windows go next (a count lost is a ban later, never a wrong one); bans
-/// in force are only dropped, soonest ending first, when nothing else is
-/// left to drop.
+/// Two maps, each bounded to `max_keys`. A full count map drops its
+/// expired windows, then, if still full, every count (a count lost is a
+/// ban later, never a wrong one). A full ban map drops the bans that have
+/// ended, then, if still full, the one in force that ends soonest.
 #[derive(Debug)]
 pub struct MemoryBans {
     bans: Mutex<HashMap<String, (u64, Arc<str>)>>,

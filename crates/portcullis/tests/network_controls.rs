@@ -241,6 +241,16 @@ fn bad_country_settings_fail_the_load_with_the_line() {
         "{err}"
     );
     assert!(err.contains("portcullis.toml:2"), "{err}");
+    // Said once, not again by every gate that has country rules.
+    assert!(!err.contains("country rules need"), "{err}");
+
+    // A message with nothing to say it for.
+    let (_d, config) = geo_config(offline(), "country_message = \"No.\"", "");
+    let o = run(&["check", "--config", &config.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("country_message is set, but there are no country rules for it")
+    );
 }
 
 /// A port nothing listens on now.
@@ -484,6 +494,25 @@ fn bans_shared_through_redis_hold_on_every_instance() {
         ),
         "{v:#}"
     );
+    // The trace ends with the ban, explained by the ban; the engine's own
+    // network step before it passed.
+    let trace = v["trace"].as_array().unwrap();
+    let last = trace.last().unwrap();
+    assert_eq!(
+        (&last["stage"], &last["outcome"]),
+        (&"network".into(), &"deny".into())
+    );
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is banned under key ip:2001:db8:2::1"),
+        "{last}"
+    );
+    assert_eq!(
+        trace[2]["detail"],
+        "client 2001:db8:2::1 (country DE) passed the network gates"
+    );
     // explain's clock is in whole seconds: up to one more second left.
     let wait: u64 = v["response"]["headers"]["retry-after"]
         .as_str()
@@ -508,6 +537,20 @@ fn bad_ban_settings_fail_the_load() {
         "\"subject\" is not a ban key",
         "no route is named \"nope\"",
         "\"sometimes\": use \"open\" or \"closed\"",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    // Names kept for bans by hand, a /0 ban, and a Redis prefix for bans
+    // kept in memory.
+    let rule = "[bans]\nkey_prefix = \"x:\"\n\n[bans.rules.manual-review]\nstatuses = [401]\nmore_than = 3\nwithin = \"1m\"\nban_for = \"10m\"\nkey = \"ip_prefix\"\nipv4_prefix = 0\n";
+    std::fs::write(&config, format!("{text0}\n{rule}")).unwrap();
+    let o = run(&["check", "--config", &config.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    for want in [
+        "names starting with \"manual\" are kept for bans added by hand",
+        "a prefix length of 0 would ban every client",
+        "[bans] key_prefix names Redis keys, but bans are kept in memory",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

@@ -21,6 +21,7 @@ pub(crate) fn compile(
     let Some(b) = &raw.bans else {
         return Ok((None, DEFAULT_KEY_PREFIX.to_owned()));
     };
+    let at = b.span();
     let b = b.get_ref();
     let mut errors = Vec::new();
     let route_names: Vec<&str> = raw
@@ -30,11 +31,24 @@ pub(crate) fn compile(
         .collect();
     let mut rules = Vec::new();
     for (name, r) in &b.rules {
+        // `manual` names the bans added by hand.
+        if name.starts_with("manual") {
+            errors.push(
+                ctx.err(r.span(), format!("ban rule {name:?}: names starting with \"manual\" are kept for bans added by hand"))
+                    .help("choose another name"),
+            );
+        }
         if let Some(rule) = one(ctx, name, r, &route_names, &mut errors) {
             rules.push(Arc::new(rule));
         }
     }
     let fail_open = limits::fail_open(ctx, b.on_store_error.as_ref(), &mut errors);
+    if b.key_prefix.is_some() && raw.rate_limit_store.redis.is_none() {
+        errors.push(ctx.err(
+            at.clone(),
+            "[bans] key_prefix names Redis keys, but bans are kept in memory: set [rate_limit_store] redis too",
+        ));
+    }
     let prefix = b
         .key_prefix
         .clone()
@@ -99,7 +113,15 @@ fn one(
             }
             BanKey::Ip
         }
-        Some((_, "ip_prefix")) => BanKey::IpPrefix { v4, v6 },
+        Some((k, "ip_prefix")) => {
+            if v4 == 0 || v6 == 0 {
+                errors.push(ctx.err(
+                    k.span(),
+                    "a prefix length of 0 would ban every client with one ban",
+                ));
+            }
+            BanKey::IpPrefix { v4, v6 }
+        }
         Some((k, other)) => {
             errors.push(
                 ctx.err(k.span(), format!("{other:?} is not a ban key"))

@@ -23,14 +23,6 @@ pub struct MmdbCountries {
     pub path: PathBuf,
 }
 
-impl MmdbCountries {
-    /// The database's type and build time (Unix seconds), for reports.
-    pub fn describe(&self) -> (String, u64) {
-        let m = self.reader.metadata();
-        (m.database_type.clone(), m.build_epoch)
-    }
-}
-
 impl CountryLookup for MmdbCountries {
     fn country(&self, ip: IpAddr) -> Option<Country> {
         let found = self.reader.lookup(ip.to_canonical()).ok()?;
@@ -69,12 +61,16 @@ pub(crate) fn open(ctx: &Ctx, raw: &RawConfig) -> Result<Option<Arc<MmdbCountrie
     Ok(Some(Arc::new(MmdbCountries { reader, path })))
 }
 
-/// The country rules of one gate, from its four settings.
+/// The country rules of one gate, from its four settings. `have_db`: a
+/// `[geoip]` database is named (whether or not it loaded; a failure to
+/// load is reported once, by [`open`]).
 pub(crate) struct RawRules<'a> {
     pub deny: &'a [Spanned<String>],
     pub allow: &'a [Spanned<String>],
     pub unknown: Option<&'a Spanned<String>>,
     pub message: Option<&'a String>,
+    /// The table they are in, for errors about the table as a whole.
+    pub at: std::ops::Range<usize>,
 }
 
 pub(crate) fn rules(
@@ -84,6 +80,15 @@ pub(crate) fn rules(
     errors: &mut Vec<ConfigError>,
 ) -> Option<CountryRules> {
     if raw.deny.is_empty() && raw.allow.is_empty() && raw.unknown.is_none() {
+        if raw.message.is_some() {
+            errors.push(
+                ctx.err(
+                    raw.at.clone(),
+                    "country_message is set, but there are no country rules for it",
+                )
+                .help("add deny_countries, allow_countries or unknown_country beside it"),
+            );
+        }
         return None;
     }
     if !have_db {

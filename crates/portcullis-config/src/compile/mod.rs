@@ -84,7 +84,7 @@ pub(crate) fn load_text(path: &Path, text: String) -> Result<Loaded, LoadError> 
         .map_err(|mut e| errors.append(&mut e))
         .ok();
     let geoip = geo::open(&ctx, &raw).map_err(|e| errors.push(e)).ok();
-    let have_db = matches!(geoip, Some(Some(_)));
+    let have_db = raw.geoip.is_some();
     let gates = network::compile(&ctx, &raw, have_db)
         .map_err(|mut e| errors.append(&mut e))
         .ok();

@@ -43,8 +43,10 @@ pub(crate) fn compile(
         .network
         .as_ref()
         .map(|n| {
+            let at = n.span();
             let n = n.get_ref();
             let countries = RawRules {
+                at,
                 deny: &n.deny_countries,
                 allow: &n.allow_countries,
                 unknown: n.unknown_country.as_ref(),
@@ -57,8 +59,10 @@ pub(crate) fn compile(
         .routes
         .iter()
         .map(|r| {
+            let at = r.span();
             let r = r.get_ref();
             let countries = RawRules {
+                at,
                 deny: &r.deny_countries,
                 allow: &r.allow_countries,
                 unknown: r.unknown_country.as_ref(),

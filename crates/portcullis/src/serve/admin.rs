@@ -7,8 +7,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use std::net::IpAddr;
-
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -101,10 +99,16 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>) {
             continue;
         };
         let gw = Arc::clone(&gateway);
+        // A peer is on this host when it is loopback or comes from the
+        // address it reached (the CLI connecting to a non-loopback
+        // admin_listen).
+        let local = stream.local_addr().map(|a| a.ip().to_canonical()).ok();
+        let peer_ip = peer.ip().to_canonical();
+        let same_host = peer_ip.is_loopback() || Some(peer_ip) == local;
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let gw = Arc::clone(&gw);
-                async move { Ok::<_, Infallible>(answer(&req, peer.ip(), &gw).await) }
+                async move { Ok::<_, Infallible>(answer(&req, same_host, &gw).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -115,13 +119,12 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>) {
     }
 }
 
-async fn answer<B>(req: &Request<B>, peer: IpAddr, gw: &Gateway) -> Response<Body> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => {
-            text(StatusCode::OK, metrics(gw), "text/plain; version=0.0.4")
-        }
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".to_owned(), "text/plain"),
-        (_, "/bans") => bans(req, peer, gw).await,
+async fn answer<B>(req: &Request<B>, same_host: bool, gw: &Gateway) -> Response<Body> {
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    match (read, req.uri().path()) {
+        (true, "/metrics") => text(StatusCode::OK, metrics(gw), "text/plain; version=0.0.4"),
+        (true, "/healthz") => text(StatusCode::OK, "ok\n".to_owned(), "text/plain"),
+        (_, "/bans") => bans(req, same_host, gw).await,
         _ => text(
             StatusCode::NOT_FOUND,
             "not found\n".to_owned(),
@@ -148,10 +151,10 @@ fn metrics(gw: &Gateway) -> String {
 }
 
 /// `/bans`: GET lists the bans in force; POST `?key=K&for=D[&reason=R]`
-/// adds one and DELETE `?key=K` lifts one, from a loopback peer only (the
-/// admin listener has no credentials; anyone who can reach it could
-/// otherwise lift their own ban).
-async fn bans<B>(req: &Request<B>, peer: IpAddr, gw: &Gateway) -> Response<Body> {
+/// adds one and DELETE `?key=K` lifts one, from this host only (the admin
+/// listener has no credentials; anyone who can reach it could otherwise
+/// lift their own ban).
+async fn bans<B>(req: &Request<B>, same_host: bool, gw: &Gateway) -> Response<Body> {
     let now_ms = now_ms();
     let query: Vec<(String, String)> = req.uri().query().map(url_form).unwrap_or_default();
     let arg = |name: &str| {
@@ -161,10 +164,16 @@ async fn bans<B>(req: &Request<B>, peer: IpAddr, gw: &Gateway) -> Response<Body>
             .map(|(_, v)| v.as_str())
     };
     let method = req.method();
-    if method != Method::GET && !peer.to_canonical().is_loopback() {
+    if gw.engine.bans().is_none() {
+        return json(
+            StatusCode::CONFLICT,
+            &serde_json::json!({"error": "BansOff", "message": "bans are off: the configuration has no [bans] table"}),
+        );
+    }
+    if method != Method::GET && !same_host {
         return json(
             StatusCode::FORBIDDEN,
-            &serde_json::json!({"error": "AdminLoopbackOnly", "message": "bans are changed from the gateway's own host only"}),
+            &serde_json::json!({"error": "AdminLocalOnly", "message": "bans are changed from the gateway's own host only"}),
         );
     }
     let result = match *method {
