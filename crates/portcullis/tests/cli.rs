@@ -340,3 +340,54 @@ fn now_fixes_the_time_of_a_decision() {
     let v = explain_json(&["--path", "/users/123", "--token", &token, "--now", &later]);
     assert_eq!(v["error"], "InvalidToken");
 }
+
+#[test]
+fn the_bench_configurations_load_and_the_full_one_passes_its_token() {
+    let bench = |f: &str| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../bench")
+            .join(f)
+            .display()
+            .to_string()
+    };
+    for f in ["passthrough.toml", "full.toml"] {
+        let o = run(&["check", "--config", &bench(f)]);
+        assert!(o.status.success(), "{f}: {}", stderr(&o));
+    }
+    let full = bench("full.toml");
+    let o = run(&["token", "--config", &full, "--sub", "bench"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = stdout(&o).trim().to_owned();
+    let o = run(&[
+        "explain",
+        "--config",
+        &full,
+        "--format",
+        "json",
+        "--path",
+        "/bench/items/1",
+        "--token",
+        &token,
+    ]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["decision"], "allow", "{v:#}");
+    assert_eq!(v["policies"], serde_json::json!(["items-read"]));
+    // Every check is on: the deny list, the limit, a credential.
+    assert_eq!(v["rate_limits"][0]["name"], "per-client");
+    let o = run(&[
+        "explain",
+        "--config",
+        &full,
+        "--format",
+        "json",
+        "--path",
+        "/bench/items/1",
+    ]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["error"], "AuthenticationRequired");
+    let listed = std::fs::read_to_string(bench("full/deny.txt")).unwrap();
+    assert_eq!(
+        listed.lines().filter(|l| !l.starts_with('#')).count(),
+        10_000
+    );
+}
