@@ -192,10 +192,22 @@ fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
-/// The pooled client for a URL upstream.
+type Pooled = Client<HttpsConnector<HttpConnector>, Body>;
+
+thread_local! {
+    /// Each worker thread's own client, and so its own connection pool: an
+    /// upstream connection is driven by the runtime of the thread whose
+    /// requests use it.
+    static CLIENTS: std::cell::RefCell<Vec<(usize, Pooled)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+static NEXT_PROXY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The pooled client for a URL upstream: one pool per worker thread.
 #[derive(Debug)]
 pub struct Proxy {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    id: usize,
+    connector: HttpsConnector<HttpConnector>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     prefix: String,
@@ -227,16 +239,13 @@ impl Proxy {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .build(https);
         let parts = u.url.clone().into_parts();
         let authority = parts.authority.ok_or("the upstream URL has no host")?;
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| "the upstream URL's host is not a header value")?;
         Ok(Proxy {
-            client,
+            id: NEXT_PROXY.fetch_add(1, Ordering::Relaxed),
+            connector: https,
             scheme: parts.scheme.unwrap_or(http::uri::Scheme::HTTP),
             authority,
             host,
@@ -246,6 +255,22 @@ impl Proxy {
                 .unwrap_or_default(),
             preserve_host: u.preserve_host,
             timeout: u.timeout,
+        })
+    }
+
+    /// This thread's client (made on first use).
+    fn client(&self) -> Pooled {
+        CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            if let Some((_, c)) = clients.iter().find(|(id, _)| *id == self.id) {
+                return c.clone();
+            }
+            let c = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_timer(TokioTimer::new())
+                .build(self.connector.clone());
+            clients.push((self.id, c.clone()));
+            c
         })
     }
 
@@ -280,7 +305,7 @@ impl Proxy {
         }
         let deadline = upstream_deadline(watch, self.timeout);
         let sent = tokio::select! {
-            r = self.client.request(req) => Ok(r),
+            r = self.client().request(req) => Ok(r),
             () = deadline => Err(()),
         };
         let mut resp = match sent {

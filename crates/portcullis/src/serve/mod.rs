@@ -6,6 +6,13 @@
 //! exit 0.
 //!
 //! The request data path itself is [`gateway::Gateway::handle`].
+//!
+//! The runtime layout suits a small core count: one single-threaded tokio
+//! runtime per core, each on its own thread. The main one accepts and
+//! hands each connection, whole, to a worker in turn; from then on the
+//! connection, its requests and the upstream connections they use (one
+//! pool per worker) stay on that thread. No task is ever woken across
+//! threads on the request path, and no work is stolen.
 
 pub(crate) mod admin;
 mod body;
@@ -52,7 +59,7 @@ pub fn run(config: &std::path::Path, listen: Option<SocketAddr>) -> ExitCode {
     let Some(addr) = listen.or(loaded.server.listen) else {
         return usage("no address to listen on: set [server] listen or pass --listen");
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -133,10 +140,99 @@ async fn serve(loaded: Loaded, addr: SocketAddr) -> Result<log::Writer, String> 
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().unwrap_or(addr);
+    let workers = Workers::start(worker_count())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("portcullis: listening on {scheme}://{bound}");
-    accept_until_signal(listener, &gateway, tls, &server).await;
+    accept_until_signal(listener, &gateway, tls, &server, &workers).await;
+    workers.stop();
     Ok(writer)
+}
+
+/// One worker per core the process may use (at least one).
+fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// A connection on its way to a worker.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The worker threads besides the main one, each running a single-threaded
+/// runtime that serves the connections it is handed.
+struct Workers {
+    queues: Vec<tokio::sync::mpsc::UnboundedSender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    done: tokio::sync::watch::Sender<bool>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Workers {
+    /// `total` workers in all: the main thread and `total - 1` more.
+    fn start(total: usize) -> Result<Self, String> {
+        let (done, _) = tokio::sync::watch::channel(false);
+        let mut queues = Vec::new();
+        let mut threads = Vec::new();
+        for i in 1..total {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+            let mut done_rx = done.subscribe();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start a worker runtime: {e}"))?;
+            let thread = std::thread::Builder::new()
+                .name(format!("portcullis-worker-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        loop {
+                            tokio::select! {
+                                job = rx.recv() => match job {
+                                    Some(job) => job(),
+                                    None => break,
+                                },
+                                _ = done_rx.changed() => break,
+                            }
+                        }
+                        // Connections being drained keep running until the
+                        // main thread says the drain is over.
+                        let _ = done_rx.wait_for(|d| *d).await;
+                    });
+                    // Whatever is still open after the drain is cut here.
+                    runtime.shutdown_timeout(Duration::from_secs(1));
+                })
+                .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+            queues.push(tx);
+            threads.push(thread);
+        }
+        Ok(Workers {
+            queues,
+            threads,
+            done,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Run `job` (which spawns a connection's task) on the next worker in
+    /// turn; the main thread's turn runs it here.
+    fn dispatch(&self, job: Job) {
+        let n = self.queues.len() + 1;
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        match i.checked_sub(1).and_then(|q| self.queues.get(q)) {
+            Some(q) => {
+                if let Err(e) = q.send(job) {
+                    (e.0)();
+                }
+            }
+            None => job(),
+        }
+    }
+
+    /// After the drain: end the workers and wait for them.
+    fn stop(self) {
+        let _ = self.done.send(true);
+        drop(self.queues);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The JWKS refresher, after a first fetch. A failed first fetch is
@@ -169,6 +265,7 @@ async fn accept_until_signal(
     gateway: &Arc<Gateway>,
     tls: Option<TlsAcceptor>,
     server: &portcullis_config::Server,
+    workers: &Workers,
 ) {
     let builder = Arc::new(connection_builder(server));
     let slots = Arc::new(Semaphore::new(server.limits.max_connections));
@@ -215,20 +312,30 @@ async fn accept_until_signal(
         };
         let tls = tls.clone();
         let handshake_timeout = server.header_read_timeout;
-        tokio::spawn(async move {
-            match tls {
-                None => conn.serve(stream, true).await,
-                Some(acceptor) => {
-                    let Ok(Ok(s)) =
-                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-                    else {
-                        return;
-                    };
-                    let h1 = s.get_ref().1.alpn_protocol() != Some(b"h2");
-                    conn.serve(s, h1).await;
+        // The socket leaves this runtime's reactor and joins the worker's.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        workers.dispatch(Box::new(move || {
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                return;
+            };
+            tokio::spawn(async move {
+                match tls {
+                    None => conn.serve(stream, true).await,
+                    Some(acceptor) => {
+                        let Ok(Ok(s)) =
+                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                        else {
+                            return;
+                        };
+                        let h1 = s.get_ref().1.alpn_protocol() != Some(b"h2");
+                        conn.serve(s, h1).await;
+                    }
                 }
-            }
-        });
+            });
+        }));
     }
     drop(listener);
     eprintln!(
