@@ -72,6 +72,10 @@ struct ActionPolicies {
     permits: Vec<PermitHint>,
     /// Whether any policy for the action asks for concealment.
     conceal_any: bool,
+    /// When every policy for the action is a permit with no condition and
+    /// no principal or resource constraint, the answer is known without
+    /// evaluating: allowed, by all of them (their ids, sorted).
+    always: Option<Vec<Arc<str>>>,
 }
 
 /// The loaded policy: partitioned by action, with the entities from the
@@ -161,9 +165,16 @@ impl CedarPolicy {
             let mut conceal_any = false;
             let mut sorted: Vec<&Policy> = policies.policies().collect();
             sorted.sort_by_key(|p| p.id().to_string());
+            let mut unconditional: Vec<Arc<str>> = Vec::new();
+            let mut all_unconditional = true;
             for p in sorted {
                 if !applies_to(p, action, &entities) {
                     continue;
+                }
+                if unconditional_permit(p, action) {
+                    unconditional.push(Arc::from(p.id().to_string()));
+                } else {
+                    all_unconditional = false;
                 }
                 set.add(p.clone()).map_err(|e| e.to_string())?;
                 conceal_any |= p.annotation("conceal").is_some();
@@ -174,6 +185,7 @@ impl CedarPolicy {
                     Effect::Permit => permits.push(PermitHint::new(p)?),
                 }
             }
+            unconditional.sort();
             by_action.insert(
                 action.clone(),
                 ActionPolicies {
@@ -181,6 +193,8 @@ impl CedarPolicy {
                     forbids,
                     permits,
                     conceal_any,
+                    always: (all_unconditional && !unconditional.is_empty())
+                        .then_some(unconditional),
                 },
             );
         }
@@ -236,6 +250,10 @@ impl CedarPolicy {
             );
             return verdict;
         };
+        if let Some(ids) = &part.always {
+            verdict.outcome = AuthzOutcome::Allow(ids.clone());
+            return verdict;
+        }
         let built = self
             .slices
             .get_or_build(input.identity, input.resource, input.action, || {
@@ -420,4 +438,20 @@ fn applies_to(p: &Policy, action: &EntityUid, entities: &Entities) -> bool {
             .iter()
             .any(|g| g == action || entities.is_ancestor_of(g, action)),
     }
+}
+
+/// `permit (principal, action == A, resource);` (or with `action` alone)
+/// for the action `A`: satisfied by every request for `A`, whatever the
+/// principal, resource, context or entities.
+fn unconditional_permit(p: &Policy, action: &EntityUid) -> bool {
+    use cedar_policy::{ActionConstraint, PrincipalConstraint, ResourceConstraint};
+    p.effect() == Effect::Permit
+        && !p.has_non_scope_constraint()
+        && p.principal_constraint() == PrincipalConstraint::Any
+        && p.resource_constraint() == ResourceConstraint::Any
+        && match p.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(a) => &a == action,
+            ActionConstraint::In(_) => false,
+        }
 }
