@@ -98,7 +98,7 @@ impl Gateway {
         let trusted = self.engine.client_policy().is_trusted(peer);
         // Stage 1: the id comes first so every answer, even a refusal of a
         // malformed head, carries it.
-        let request_id = reqid::assign(req.headers(), trusted);
+        let request_id = reqid::assign(req.headers(), trusted, now_ms);
         // Stage 11 starts here: whichever way the request ends, even with
         // the client gone before the answer, this writes its one log line.
         let mut record = Record::new(self, at, started, request_id, peer, req.method());
