@@ -249,6 +249,11 @@ def main():
         wait_port(8090, ngx, "nginx")
         pt = procs.start("passthrough", [portcullis, "serve", "--config", os.path.join(BENCH, "passthrough.toml"), "--listen", "127.0.0.1:8082"])
         wait_port(8082, pt, "portcullis (passthrough)")
+        # full.toml's decision log: started afresh, so a run's lines are its own.
+        try:
+            os.remove("/tmp/portcullis-bench-decisions.log")
+        except FileNotFoundError:
+            pass
         full = procs.start("full", [portcullis, "serve", "--config", os.path.join(BENCH, "full.toml"), "--listen", "127.0.0.1:8081"])
         wait_port(8081, full, "portcullis (full)")
 

@@ -340,11 +340,19 @@ fn repeated_refusals_start_a_ban_that_refuses_until_it_ends() {
 
     // The operator's view: the log line of the fourth strike says it
     // started the ban; `ban list` shows it; `ban remove` lifts it.
-    let lines: Vec<Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // The log is written in batches, at most a few milliseconds behind.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let lines: Vec<Value> = loop {
+        let lines: Vec<Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 8 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let started: Vec<&Value> = lines
         .iter()
         .filter(|l| l.get("bans_started").is_some())

@@ -325,8 +325,7 @@ async fn accept_until_signal(
                     None => conn.serve(stream, true).await,
                     Some(acceptor) => {
                         let Ok(Ok(s)) =
-                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                                .await
+                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         else {
                             return;
                         };
