@@ -19,9 +19,8 @@ use cedar_policy::{
     PolicyId, PolicySet, Request,
 };
 use cedar_policy_core::ast;
-use cedar_policy_core::authorizer::{
-    AuthorizationError as CoreAuthorizationError, Authorizer as CoreAuthorizer,
-};
+use cedar_policy_core::evaluator::Evaluator;
+use cedar_policy_core::extensions::Extensions;
 use smol_str::SmolStr;
 
 use crate::authn::Identity;
@@ -64,10 +63,22 @@ impl PolicyMeta {
     }
 }
 
+/// A policy as evaluated per request: its condition (scope and body in
+/// one expression) built once at load. Cedar's authorizer rebuilds it on
+/// every call.
+#[derive(Debug)]
+struct Compiled {
+    id: ast::PolicyID,
+    forbid: bool,
+    condition: ast::Expr,
+    env: ast::SlotEnv,
+}
+
 #[derive(Debug)]
 struct ActionPolicies {
-    set: PolicySet,
-    forbids: HashSet<ast::PolicyID>,
+    /// The policies that can apply to the action, ready to evaluate, in id
+    /// order.
+    compiled: Vec<Compiled>,
     /// Permits, in id order (the order annotations are looked up in).
     permits: Vec<PermitHint>,
     /// Whether any policy for the action asks for concealment.
@@ -159,12 +170,11 @@ impl CedarPolicy {
             if by_action.contains_key(action) {
                 continue;
             }
-            let mut set = PolicySet::new();
-            let mut forbids = HashSet::new();
             let mut permits = Vec::new();
             let mut conceal_any = false;
             let mut sorted: Vec<&Policy> = policies.policies().collect();
             sorted.sort_by_key(|p| p.id().to_string());
+            let mut compiled = Vec::new();
             let mut unconditional: Vec<Arc<str>> = Vec::new();
             let mut all_unconditional = true;
             for p in sorted {
@@ -176,21 +186,23 @@ impl CedarPolicy {
                 } else {
                     all_unconditional = false;
                 }
-                set.add(p.clone()).map_err(|e| e.to_string())?;
+                let core = AsRef::<ast::Policy>::as_ref(p);
+                compiled.push(Compiled {
+                    id: core.id().clone(),
+                    forbid: p.effect() == Effect::Forbid,
+                    condition: core.condition(),
+                    env: core.env().clone(),
+                });
                 conceal_any |= p.annotation("conceal").is_some();
-                match p.effect() {
-                    Effect::Forbid => {
-                        forbids.insert(AsRef::<ast::PolicyID>::as_ref(p.id()).clone());
-                    }
-                    Effect::Permit => permits.push(PermitHint::new(p)?),
+                if p.effect() == Effect::Permit {
+                    permits.push(PermitHint::new(p)?);
                 }
             }
             unconditional.sort();
             by_action.insert(
                 action.clone(),
                 ActionPolicies {
-                    set,
-                    forbids,
+                    compiled,
                     permits,
                     conceal_any,
                     always: (all_unconditional && !unconditional.is_empty())
@@ -310,11 +322,11 @@ impl CedarPolicy {
         verdict
     }
 
-    /// Cedar's authorizer, called at its core: the public wrapper converts the
-    /// whole response into a second representation we would only read the
-    /// ids from. The rules are Cedar's: a satisfied forbid denies, else a
-    /// satisfied permit allows, else deny; and ours on top: a forbid that
-    /// fails to evaluate denies.
+    /// Cedar's rules, over the conditions built at load: a satisfied forbid
+    /// denies, else a satisfied permit allows, else deny; and ours on top:
+    /// a forbid that fails to evaluate denies. Evaluation is Cedar's own
+    /// evaluator; only the authorizer's per-call rebuilding of every
+    /// policy's condition, and its response maps, are left out.
     fn evaluate(
         &self,
         part: &ActionPolicies,
@@ -322,10 +334,10 @@ impl CedarPolicy {
         entities: &Entities,
         errors: &mut Vec<String>,
     ) -> AuthzOutcome {
-        let response = CoreAuthorizer::new().is_authorized_core(
+        let eval = Evaluator::new(
             AsRef::<ast::Request>::as_ref(request).clone(),
-            AsRef::<ast::PolicySet>::as_ref(&part.set),
             AsRef::<cedar_policy_core::entities::Entities>::as_ref(entities),
+            Extensions::all_available(),
         );
         let text = |id: &ast::PolicyID| -> Arc<str> {
             self.id_text
@@ -333,29 +345,47 @@ impl CedarPolicy {
                 .cloned()
                 .unwrap_or_else(|| Arc::from(id.to_string()))
         };
+        let mut permits = Vec::new();
+        let mut forbids = Vec::new();
         let mut failed_forbids = Vec::new();
-        for e in &response.errors {
-            let CoreAuthorizationError::PolicyEvaluationError { id, error } = e;
-            let message = format!("policy {}: {error}", text(id));
-            if part.forbids.contains(id) {
-                failed_forbids.push(message.clone());
+        let mut residual = false;
+        for c in &part.compiled {
+            let satisfied = match eval.partial_interpret(&c.condition, &c.env) {
+                Ok(ast::PartialValue::Value(v)) => match v.value_kind() {
+                    ast::ValueKind::Lit(ast::Literal::Bool(b)) => Ok(*b),
+                    // A condition is a conjunction: never anything else.
+                    _ => Err("the condition did not evaluate to a boolean".to_owned()),
+                },
+                Ok(ast::PartialValue::Residual(_)) => {
+                    residual = true;
+                    continue;
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match satisfied {
+                Ok(true) if c.forbid => forbids.push(text(&c.id)),
+                Ok(true) => permits.push(text(&c.id)),
+                Ok(false) => {}
+                Err(error) => {
+                    let message = format!("policy {}: {error}", text(&c.id));
+                    if c.forbid {
+                        failed_forbids.push(message.clone());
+                    }
+                    errors.push(message);
+                }
             }
-            errors.push(message);
         }
-        let sorted = |ids: &HashMap<ast::PolicyID, _>| {
-            let mut v: Vec<Arc<str>> = ids.keys().map(text).collect();
-            v.sort();
-            v
-        };
         if !failed_forbids.is_empty() {
             AuthzOutcome::Error(failed_forbids)
-        } else if !response.residual_permits.is_empty() || !response.residual_forbids.is_empty() {
+        } else if residual {
             // Concrete requests leave no residuals; if one ever did, refuse.
             AuthzOutcome::Error(vec!["the policy could not be fully evaluated".to_owned()])
-        } else if !response.satisfied_forbids.is_empty() {
-            AuthzOutcome::Forbid(sorted(&response.satisfied_forbids))
-        } else if !response.satisfied_permits.is_empty() {
-            AuthzOutcome::Allow(sorted(&response.satisfied_permits))
+        } else if !forbids.is_empty() {
+            forbids.sort();
+            AuthzOutcome::Forbid(forbids)
+        } else if !permits.is_empty() {
+            permits.sort();
+            AuthzOutcome::Allow(permits)
         } else {
             AuthzOutcome::DefaultDeny
         }
