@@ -136,16 +136,29 @@ fn list(headers: &HeaderMap, name: &str, f: impl Fn(&str) -> Option<String>) -> 
 /// semicolons inside quoted strings separate nothing (a quoted `host`
 /// cannot smuggle in an element). An element without `for=`, or with two,
 /// breaks the chain: the proxy that wrote it did not say, or said twice.
+/// So does a quote that is not a whole quoted-string value: an unclosed
+/// `host="` would otherwise swallow every element after it (the next
+/// proxy's too, once a hop joins the lines into one), and the client would
+/// name itself.
 fn forwarded_for(headers: &HeaderMap) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for line in headers.get_all("forwarded") {
         let line = String::from_utf8_lossy(line.as_bytes());
-        for element in split_unquoted(&line, ',') {
+        let badly_quoted = || format!("a Forwarded value is badly quoted: {:?}", truncate(&line));
+        for element in split_unquoted(&line, ',').ok_or_else(badly_quoted)? {
             let element = element.trim();
             if element.is_empty() {
                 continue;
             }
-            let fors: Vec<&str> = split_unquoted(element, ';')
+            let pairs = split_unquoted(element, ';').ok_or_else(badly_quoted)?;
+            if pairs
+                .iter()
+                .filter_map(|pair| pair.split_once('='))
+                .any(|(_, v)| !well_quoted(v.trim()))
+            {
+                return Err(badly_quoted());
+            }
+            let fors: Vec<&str> = pairs
                 .into_iter()
                 .filter_map(|pair| pair.split_once('='))
                 .filter(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
@@ -173,8 +186,9 @@ fn forwarded_for(headers: &HeaderMap) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Split on `sep` outside double-quoted strings (with `\` escapes).
-fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+/// Split on `sep` outside double-quoted strings (with `\` escapes); `None`
+/// when a quoted string is not closed.
+fn split_unquoted(s: &str, sep: char) -> Option<Vec<&str>> {
     let mut parts = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
     for (i, c) in s.char_indices() {
@@ -190,7 +204,24 @@ fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
         }
     }
     parts.push(&s[start..]);
-    parts
+    (!quoted).then_some(parts)
+}
+
+/// A parameter value is a token (no `"`) or one whole quoted-string.
+fn well_quoted(v: &str) -> bool {
+    let Some(rest) = v.strip_prefix('"') else {
+        return !v.contains('"');
+    };
+    let mut escaped = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return i + 1 == rest.len(),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A token, or a quoted string without escapes (a node never needs one).
@@ -392,6 +423,33 @@ mod tests {
             )
             .map(|r| r.0),
             Ok(ip("203.0.113.7"))
+        );
+    }
+
+    #[test]
+    fn an_unclosed_or_stray_quote_in_forwarded_is_refused() {
+        let p = policy(ClientHeader::Forwarded);
+        let peer = ip("10.0.0.1");
+        let got = |lines: &[&str]| {
+            let pairs: Vec<(&str, &str)> = lines.iter().map(|l| ("forwarded", *l)).collect();
+            p.resolve(peer, &h(&pairs)).map(|(a, _)| a)
+        };
+        // The client opens a quote; the trusted proxy appends its element to
+        // the same line: the quote must not swallow it.
+        assert!(got(&["for=6.6.6.6;host=\", for=203.0.113.9"]).is_err());
+        // On its own line, the proxy's element is not swallowed either way.
+        assert!(got(&["for=6.6.6.6;host=\"", "for=203.0.113.9"]).is_err());
+        for bad in [
+            "for=203.0.113.9;host=a\"b",
+            "for=203.0.113.9;host=\"a\"b",
+            "for=203.0.113.9;host=\"ab\\\"",
+        ] {
+            assert!(got(&[bad]).is_err(), "{bad}");
+        }
+        // Whole quoted strings, separators and escapes inside, are fine.
+        assert_eq!(
+            got(&["for=203.0.113.9;host=\"a,b;c=\\\"d\\\"\";proto=https"]),
+            Ok(ip("203.0.113.9"))
         );
     }
 
