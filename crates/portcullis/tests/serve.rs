@@ -198,10 +198,38 @@ fn forwarding_headers_from_an_untrusted_client_are_replaced() {
             ("X-Forwarded-Proto", "https"),
             ("Forwarded", "for=10.9.9.9;proto=https"),
             ("X-Request-Id", "forged-id"),
+            // Other names some upstreams read the client or the scheme from,
+            // and headers that would make them serve another method or path
+            // than the one decided on.
+            ("X-Real-IP", "10.9.9.9"),
+            ("True-Client-IP", "10.9.9.9"),
+            ("CF-Connecting-IP", "10.9.9.9"),
+            ("X-Forwarded-Ssl", "on"),
+            ("X-Forwarded-Scheme", "https"),
+            ("X-Forwarded-Prefix", "/admin"),
+            ("X_Forwarded_Port", "443"),
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X-Original-URL", "/admin/x"),
+            ("X-Rewrite-URL", "/admin/x"),
         ],
     );
     assert_eq!(r.status, 200);
     let h = &up.seen()[0].headers;
+    for gone in [
+        "x-real-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "x-forwarded-prefix",
+        "x_forwarded_port",
+        "x-http-method-override",
+        "x-original-url",
+        "x-rewrite-url",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h:?}");
+    }
+    assert_eq!(up.seen()[0].method, "GET");
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "gateway.test");
@@ -236,10 +264,18 @@ fn a_trusted_proxy_names_the_request_id_and_extends_the_chain() {
         &[
             ("X-Request-Id", "edge-42"),
             ("X-Forwarded-For", "198.51.100.9"),
+            ("X-Forwarded-Ssl", "on"),
+            ("X-Real-IP", "198.51.100.9"),
+            ("X-HTTP-Method-Override", "DELETE"),
         ],
     );
     assert_eq!(r.header("x-request-id"), Some("edge-42"));
     let h = &up.seen()[0].headers;
+    // What a trusted proxy says about the client passes; an override of
+    // what was decided does not, whoever sends it.
+    assert_eq!(h["x-forwarded-ssl"], "on");
+    assert_eq!(h["x-real-ip"], "198.51.100.9");
+    assert!(h.get("x-http-method-override").is_none());
     assert_eq!(h["x-request-id"], "edge-42");
     assert_eq!(h["x-forwarded-for"], "198.51.100.9, 127.0.0.1");
 }

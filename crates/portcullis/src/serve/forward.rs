@@ -87,11 +87,16 @@ pub fn upstream_headers(
     for n in [&names.subject, &names.roles, &names.scopes] {
         h.remove(n);
     }
-    // Upstreams that read `_` as `-` (CGI, Rack) would take `X_Auth_Subject`
-    // for the identity header: underscore spellings of the headers the
-    // gateway manages never pass.
+    // One pass over the names, each compared as an upstream that reads `_`
+    // as `-` (CGI, Rack) would read it, so `X_Auth_Subject` is the identity
+    // header too:
+    // - underscore spellings of the headers the gateway manages never pass
+    //   (their hyphenated spellings are set below);
+    // - headers that make an upstream take another method or path than the
+    //   one decided on never pass;
+    // - headers that name the client or the scheme, from anyone but a
+    //   trusted proxy, never pass.
     let managed = |n: &str| {
-        let n = n.replace('_', "-");
         [&names.subject, &names.roles, &names.scopes]
             .iter()
             .any(|m| m.as_str() == n)
@@ -100,12 +105,22 @@ pub fn upstream_headers(
             || n == super::reqid::HEADER
             || hop.client_header.is_some_and(|c| c.as_str() == n)
     };
-    let underscored: Vec<HeaderName> = h
+    let refused: Vec<HeaderName> = h
         .keys()
-        .filter(|k| k.as_str().contains('_') && managed(k.as_str()))
+        .filter(|k| {
+            let raw = k.as_str();
+            let n: std::borrow::Cow<'_, str> = if raw.contains('_') {
+                raw.replace('_', "-").into()
+            } else {
+                raw.into()
+            };
+            (raw.contains('_') && managed(&n))
+                || OVERRIDES.contains(&&*n)
+                || (!hop.trusted && (n.starts_with("x-forwarded-") || CLIENT_NAMING.contains(&&*n)))
+        })
         .cloned()
         .collect();
-    for n in underscored {
+    for n in refused {
         h.remove(n);
     }
     if let Some(id) = identity {
@@ -122,6 +137,30 @@ pub fn upstream_headers(
         hop.request_id,
     );
 }
+
+/// Headers with which some frameworks replace the request's method or path.
+const OVERRIDES: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Headers that name the client to some upstreams, besides the
+/// `X-Forwarded-*` family.
+const CLIENT_NAMING: [&str; 10] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "forwarded-for",
+    "x-forwarded",
+    "x-original-forwarded-for",
+];
 
 const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
 const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
