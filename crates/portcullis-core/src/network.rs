@@ -22,16 +22,9 @@ impl IpSet {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
         for net in nets {
-            match net.trunc() {
+            match canonical_net(net) {
                 IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
-                IpNet::V6(n) => match (n.network().to_ipv4_mapped(), n.prefix_len()) {
-                    (Some(a), p) if p >= 96 => {
-                        let start = u32::from(a);
-                        let end = n.broadcast().to_ipv4_mapped().map_or(start, u32::from);
-                        v4.push((start, end));
-                    }
-                    _ => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
-                },
+                IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
             }
         }
         IpSet {
@@ -51,6 +44,19 @@ impl IpSet {
     /// Ranges held (after merging), for reports.
     pub fn ranges(&self) -> usize {
         self.v4.len() + self.v6.len()
+    }
+}
+
+/// `net` without host bits, and an IPv4-mapped IPv6 network (`::ffff:0:0/96`
+/// and inside) as the IPv4 network it maps: addresses are compared as IPv4
+/// when they are IPv4-mapped, so networks must be too.
+pub fn canonical_net(net: IpNet) -> IpNet {
+    match net.trunc() {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(v4.into(), n.prefix_len() - 96).map_or(net, |m| m.trunc()),
+            None => IpNet::V6(n),
+        },
+        other => other,
     }
 }
 

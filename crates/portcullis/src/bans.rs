@@ -289,7 +289,7 @@ pub fn parse_target(s: &str, bans: Option<&Bans>) -> Result<String, String> {
         }
         return Ok(BanKey::Ip.of(ip));
     }
-    let net: ipnet::IpNet = bare.parse().map_err(|_| {
+    let net: ipnet::IpNet = bare.parse().map(portcullis_core::network::canonical_net).map_err(|_| {
         format!("{s:?} is neither an address nor a network (write 203.0.113.7, 2001:db8::1 or 203.0.113.0/24)")
     })?;
     if s.starts_with("ip:") {
@@ -324,4 +324,48 @@ pub fn parse_target(s: &str, bans: Option<&Bans>) -> Result<String, String> {
         });
     }
     Ok(format!("net:{}", net.trunc()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_core::bans::{BanKey, BanRule};
+
+    fn bans() -> Bans {
+        Bans::new(
+            vec![std::sync::Arc::new(BanRule {
+                name: "r".into(),
+                statuses: vec![401],
+                more_than: 1,
+                within_ms: 1_000,
+                ban_ms: 1_000,
+                key: BanKey::IpPrefix { v4: 24, v6: 64 },
+                routes: Vec::new(),
+            })],
+            None,
+            true,
+        )
+    }
+
+    #[test]
+    fn targets_name_the_keys_requests_are_looked_up_under() {
+        let b = bans();
+        let key = |t: &str| parse_target(t, Some(&b));
+        assert_eq!(key("203.0.113.7").unwrap(), "ip:203.0.113.7");
+        assert_eq!(key("ip:::ffff:203.0.113.7").unwrap(), "ip:203.0.113.7");
+        assert_eq!(key("203.0.113.9/24").unwrap(), "net:203.0.113.0/24");
+        // An IPv4-mapped network is the IPv4 network a request maps to.
+        assert_eq!(
+            key("net:::ffff:203.0.113.0/120").unwrap(),
+            "net:203.0.113.0/24"
+        );
+        assert_eq!(key("2001:db8::/64").unwrap(), "net:2001:db8::/64");
+        assert_eq!(
+            key("net:203.0.113.0/24").unwrap(),
+            b.keys("203.0.113.200".parse().unwrap())[1]
+        );
+        for bad in ["10.0.0.0/8", "net:203.0.113.7", "ip:203.0.113.0/24", "nope"] {
+            assert!(key(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -365,13 +365,7 @@ fn cidr(ctx: &Ctx, c: &Spanned<String>) -> Result<IpNet, ConfigError> {
             .help("list your proxies' own networks"));
     }
     // Peers are compared as IPv4 when they are IPv4-mapped; so are these.
-    let net = match net {
-        IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
-            Some(v4) => IpNet::new(v4.into(), n.prefix_len() - 96).unwrap_or(net),
-            None => net,
-        },
-        other => other,
-    };
+    let net = portcullis_core::network::canonical_net(net);
     if net.prefix_len() == 0 {
         return Err(ctx
             .err(
