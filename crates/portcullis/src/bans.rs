@@ -246,7 +246,8 @@ fn banned(bans: &Bans, d: &Decision, ban: &Ban, now_ms: u64) -> Denial {
         retry_after_s: left_ms.div_ceil(1000).max(1),
     });
     let client = d.client.map(|c| c.to_string()).unwrap_or_default();
-    let by = if ban.by.starts_with("manual") {
+    let manual = ban.by.starts_with(MANUAL);
+    let by = if manual {
         format!("a ban added by hand ({})", ban.by)
     } else {
         format!("ban rule \"{}\"", ban.by)
@@ -256,8 +257,8 @@ fn banned(bans: &Bans, d: &Decision, ban: &Ban, now_ms: u64) -> Denial {
         stage: Stage::Network,
         face,
         concealed: None,
-        policies: vec![if ban.by.starts_with("manual") {
-            "ban:manual".into()
+        policies: vec![if manual {
+            format!("ban:{MANUAL}").into()
         } else {
             format!("ban:{}", ban.by).into()
         }],
@@ -269,6 +270,18 @@ fn banned(bans: &Bans, d: &Decision, ban: &Ban, now_ms: u64) -> Denial {
         ),
     }
 }
+
+/// Who a ban added by hand is by: `manual`, or `manual: REASON`. Rule
+/// names starting with `manual` are refused at load, so the two never mix.
+pub fn manual_by(reason: Option<&str>) -> String {
+    match reason.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(r) => format!("{MANUAL}: {r}"),
+        None => MANUAL.to_owned(),
+    }
+}
+
+/// The `by` of bans added by hand.
+pub const MANUAL: &str = "manual";
 
 /// What `portcullis ban add|remove` and the admin API name: an address
 /// (`203.0.113.7` or `ip:203.0.113.7`) or a network (`203.0.113.0/24` or

@@ -433,6 +433,16 @@ fn repeated_refusals_start_a_ban_that_refuses_until_it_ends() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["bans"][0]["by"], "manual: abuse report 42");
     assert_eq!(v["shared"], false);
+    // A change without the admin header (what a web page could send) is
+    // refused and changes nothing.
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let r = support::request(admin_addr, "DELETE", "/bans?key=127.0.0.6", &[], b"");
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (403, "AdminHeaderMissing".into())
+    );
+    let r = request_from("127.0.0.6", gw.addr, "GET", "/public/hello", &[], b"");
+    assert_eq!(r.json()["error"], "Banned");
     for bad in [
         vec!["add", "127.0.0.300", "--for", "5m"],
         vec!["add", "10.0.0.0/8", "--for", "5m"],

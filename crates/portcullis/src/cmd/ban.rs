@@ -12,8 +12,9 @@ use portcullis_config::Loaded;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::now_ms;
 use super::{FAILED, load, usage};
-use crate::bans::{BanBook, parse_target};
+use crate::bans::{BanBook, manual_by, parse_target};
 use crate::serve::admin::ban_json;
 use crate::{BanAction, BanArgs};
 
@@ -81,18 +82,10 @@ pub fn run(args: &BanArgs) -> ExitCode {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn reason(args: &BanArgs) -> String {
     match &args.action {
-        BanAction::Add {
-            reason: Some(r), ..
-        } if !r.is_empty() => format!("manual: {r}"),
-        _ => "manual".to_owned(),
+        BanAction::Add { reason, .. } => manual_by(reason.as_deref()),
+        _ => manual_by(None),
     }
 }
 
@@ -176,7 +169,8 @@ async fn exchange(addr: SocketAddr, method: &str, target: &str) -> std::io::Resu
     let io = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
         let req = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n{}: 1\r\n\r\n",
+            crate::serve::admin::CHANGE_HEADER
         );
         s.write_all(req.as_bytes()).await?;
         let mut raw = Vec::new();

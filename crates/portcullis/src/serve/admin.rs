@@ -150,12 +150,17 @@ fn metrics(gw: &Gateway) -> String {
     out
 }
 
+/// The header a change to the bans must carry. A browser cannot send it
+/// to another origin without a preflight, which this listener never
+/// grants, so a web page on the gateway's host cannot add or lift bans.
+pub const CHANGE_HEADER: &str = "x-portcullis-admin";
+
 /// `/bans`: GET lists the bans in force; POST `?key=K&for=D[&reason=R]`
-/// adds one and DELETE `?key=K` lifts one, from this host only (the admin
-/// listener has no credentials; anyone who can reach it could otherwise
-/// lift their own ban).
+/// adds one and DELETE `?key=K` lifts one, from this host only and with
+/// [`CHANGE_HEADER`] (the admin listener has no credentials; anyone who can
+/// reach it could otherwise lift their own ban).
 async fn bans<B>(req: &Request<B>, same_host: bool, gw: &Gateway) -> Response<Body> {
-    let now_ms = now_ms();
+    let now_ms = crate::cmd::now_ms();
     let query: Vec<(String, String)> = req.uri().query().map(url_form).unwrap_or_default();
     let arg = |name: &str| {
         query
@@ -165,15 +170,24 @@ async fn bans<B>(req: &Request<B>, same_host: bool, gw: &Gateway) -> Response<Bo
     };
     let method = req.method();
     if gw.engine.bans().is_none() {
-        return json(
+        return error(
             StatusCode::CONFLICT,
-            &serde_json::json!({"error": "BansOff", "message": "bans are off: the configuration has no [bans] table"}),
+            "BansOff",
+            "bans are off: the configuration has no [bans] table",
         );
     }
-    if method != Method::GET && !same_host {
-        return json(
+    if *method != Method::GET && !same_host {
+        return error(
             StatusCode::FORBIDDEN,
-            &serde_json::json!({"error": "AdminLocalOnly", "message": "bans are changed from the gateway's own host only"}),
+            "AdminLocalOnly",
+            "bans are changed from the gateway's own host only",
+        );
+    }
+    if *method != Method::GET && !req.headers().contains_key(CHANGE_HEADER) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "AdminHeaderMissing",
+            "a change to the bans must carry the X-Portcullis-Admin header (portcullis ban sends it)",
         );
     }
     let result = match *method {
@@ -186,12 +200,7 @@ async fn bans<B>(req: &Request<B>, same_host: bool, gw: &Gateway) -> Response<Bo
         Method::POST | Method::DELETE => {
             let key = match crate::bans::parse_target(arg("key").unwrap_or(""), gw.engine.bans()) {
                 Ok(k) => k,
-                Err(e) => {
-                    return json(
-                        StatusCode::BAD_REQUEST,
-                        &serde_json::json!({"error": "InvalidBanKey", "message": e}),
-                    );
-                }
+                Err(e) => return error(StatusCode::BAD_REQUEST, "InvalidBanKey", &e),
             };
             if *method == Method::DELETE {
                 gw.bans
@@ -202,16 +211,14 @@ async fn bans<B>(req: &Request<B>, same_host: bool, gw: &Gateway) -> Response<Bo
                 let duration = match arg("for").map(portcullis_config::duration::parse_millis) {
                     Some(Ok(ms)) if ms > 0 => std::time::Duration::from_millis(ms),
                     _ => {
-                        return json(
+                        return error(
                             StatusCode::BAD_REQUEST,
-                            &serde_json::json!({"error": "InvalidDuration", "message": "give for=DURATION, such as 10m or 2h"}),
+                            "InvalidDuration",
+                            "give for=DURATION, such as 10m or 2h",
                         );
                     }
                 };
-                let by = match arg("reason").filter(|r| !r.is_empty()) {
-                    Some(r) => format!("manual: {r}"),
-                    None => "manual".to_owned(),
-                };
+                let by = crate::bans::manual_by(arg("reason"));
                 gw.bans
                     .add(&key, duration, &by, now_ms)
                     .await
@@ -219,17 +226,19 @@ async fn bans<B>(req: &Request<B>, same_host: bool, gw: &Gateway) -> Response<Bo
             }
         }
         _ => {
-            return json(
+            return error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                &serde_json::json!({"error": "MethodNotAllowed", "message": "use GET, POST or DELETE"}),
+                "MethodNotAllowed",
+                "use GET, POST or DELETE",
             );
         }
     };
     match result {
         Ok(v) => json(StatusCode::OK, &v),
-        Err(e) => json(
+        Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({"error": "BanStoreUnavailable", "message": e.to_string()}),
+            "BanStoreUnavailable",
+            &e.to_string(),
         ),
     }
 }
@@ -259,10 +268,11 @@ fn url_form(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({"error": code, "message": message}),
+    )
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
