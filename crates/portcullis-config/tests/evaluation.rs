@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{bearer, decide, load_files};
+use common::{bearer, decide, load_things};
 use http::Method;
 use portcullis_config::Loaded;
 use portcullis_config::mint::TokenSpec;
@@ -22,30 +22,8 @@ entity Thing;
 action read appliesTo { principal: [User], resource: Thing };
 "#;
 
-const CONFIG: &str = r#"[authentication.jwt]
-algorithms = ["HS256"]
-audience = "t"
-[[authentication.jwt.keys]]
-secret = "evaluation-test-secret-evaluation-test"
-
-[policy]
-files = ["policies.cedar"]
-schema = "schema.cedarschema"
-
-[[route]]
-name = "read"
-methods = ["GET"]
-path = "/things/{id}"
-action = "read"
-resource = { type = "Thing", id = "{id}" }
-"#;
-
 fn decided(policies: &str) -> portcullis_core::Decision {
-    let l: Loaded = load_files(&[
-        ("schema.cedarschema", SCHEMA),
-        ("policies.cedar", policies),
-        ("portcullis.toml", CONFIG),
-    ]);
+    let l: Loaded = load_things(SCHEMA, policies, "required");
     let h = bearer(
         &l,
         &TokenSpec {

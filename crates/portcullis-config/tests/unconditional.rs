@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{bearer, decide, load_files};
+use common::{bearer, decide, load_things};
 use http::{HeaderMap, Method};
 use portcullis_config::Loaded;
 use portcullis_config::mint::TokenSpec;
@@ -19,31 +19,8 @@ entity Thing;
 action read, write appliesTo { principal: [User, Anonymous], resource: Thing };
 "#;
 
-const CONFIG: &str = r#"[authentication.jwt]
-algorithms = ["HS256"]
-audience = "t"
-[[authentication.jwt.keys]]
-secret = "unconditional-test-secret-unconditional"
-
-[policy]
-files = ["policies.cedar"]
-schema = "schema.cedarschema"
-
-[[route]]
-name = "read"
-methods = ["GET"]
-path = "/things/{id}"
-auth = "optional"
-action = "read"
-resource = { type = "Thing", id = "{id}" }
-"#;
-
 fn loaded(policies: &str) -> Loaded {
-    load_files(&[
-        ("schema.cedarschema", SCHEMA),
-        ("policies.cedar", policies),
-        ("portcullis.toml", CONFIG),
-    ])
+    load_things(SCHEMA, policies, "optional")
 }
 
 /// The outcome for an anonymous caller and for user `alice`.

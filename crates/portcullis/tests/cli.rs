@@ -34,8 +34,11 @@ fn config() -> String {
 }
 
 fn explain_json(args: &[&str]) -> Value {
-    let c = config();
-    let mut all = vec!["explain", "--config", &c, "--format", "json"];
+    explain_json_in(&config(), args)
+}
+
+fn explain_json_in(c: &str, args: &[&str]) -> Value {
+    let mut all = vec!["explain", "--config", c, "--format", "json"];
     all.extend_from_slice(args);
     let o = run(&all);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -358,36 +361,23 @@ fn the_bench_configurations_load_and_the_full_one_passes_its_token() {
     let o = run(&["token", "--config", &full, "--sub", "bench"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let token = stdout(&o).trim().to_owned();
-    let o = run(&[
-        "explain",
-        "--config",
-        &full,
-        "--format",
-        "json",
-        "--path",
-        "/bench/items/1",
-        "--token",
-        &token,
-    ]);
-    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let v = explain_json_in(&full, &["--path", "/bench/items/1", "--token", &token]);
     assert_eq!(v["decision"], "allow", "{v:#}");
     assert_eq!(v["policies"], serde_json::json!(["items-read"]));
-    // Every check is on: the deny list, the limit, a credential.
+    // Every check is on: the limit, a credential, the deny list.
     assert_eq!(v["rate_limits"][0]["name"], "per-client");
-    let o = run(&[
-        "explain",
-        "--config",
-        &full,
-        "--format",
-        "json",
-        "--path",
-        "/bench/items/1",
-    ]);
-    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let v = explain_json_in(&full, &["--path", "/bench/items/1"]);
     assert_eq!(v["error"], "AuthenticationRequired");
     let listed = std::fs::read_to_string(bench("full/deny.txt")).unwrap();
     assert_eq!(
         listed.lines().filter(|l| !l.starts_with('#')).count(),
         10_000
     );
+    let first = listed.lines().find(|l| !l.starts_with('#')).unwrap();
+    let ip = first.split('/').next().unwrap();
+    let v = explain_json_in(
+        &full,
+        &["--path", "/bench/items/1", "--token", &token, "--ip", ip],
+    );
+    assert_eq!(v["error"], "IpBlocked", "{ip}: {v:#}");
 }

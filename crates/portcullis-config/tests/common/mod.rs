@@ -23,6 +23,37 @@ pub fn load_files(files: &[(&str, &str)]) -> Loaded {
     load(&dir.path().join("portcullis.toml")).unwrap()
 }
 
+/// A configuration with an HS256 key and one route, `GET /things/{id}`
+/// (action `read` on `Thing::"{id}"`, authentication `auth`), over `schema`
+/// and `policies`: for tests about how policies are evaluated.
+pub fn load_things(schema: &str, policies: &str, auth: &str) -> Loaded {
+    let config = format!(
+        r#"[authentication.jwt]
+algorithms = ["HS256"]
+audience = "t"
+[[authentication.jwt.keys]]
+secret = "things-test-secret-things-test-secret"
+
+[policy]
+files = ["policies.cedar"]
+schema = "schema.cedarschema"
+
+[[route]]
+name = "read"
+methods = ["GET"]
+path = "/things/{{id}}"
+auth = "{auth}"
+action = "read"
+resource = {{ type = "Thing", id = "{{id}}" }}
+"#
+    );
+    load_files(&[
+        ("schema.cedarschema", schema),
+        ("policies.cedar", policies),
+        ("portcullis.toml", &config),
+    ])
+}
+
 /// Headers carrying a token minted (at `NOW`) with the configuration's key.
 pub fn bearer(loaded: &Loaded, spec: &TokenSpec) -> HeaderMap {
     let token = mint(loaded, spec, NOW).unwrap();
