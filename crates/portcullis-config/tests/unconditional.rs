@@ -97,7 +97,8 @@ fn any_constraint_condition_or_forbid_is_evaluated() {
             (true, vec!["a".to_owned(), "c".to_owned()])
         ]
     );
-    // An action group the read action is not in.
+    // An action group the read action is not in: the policy does not apply
+    // (it never reaches the shortcut's test; this is the partition's).
     let l = loaded("@id(\"w\")\npermit (principal, action in [Action::\"write\"], resource);\n");
     assert!(outcomes(&l).iter().all(|o| !o.0));
 }

@@ -337,6 +337,10 @@ mod tests {
         ]);
         assert_eq!(s.ranges(), 1);
         assert!(s.contains("255.255.255.255".parse().unwrap()));
+        // Adjacent ranges merge; ranges with a gap between them do not.
+        assert_eq!(set(&["10.0.0.0/24", "10.0.1.0/24"]).ranges(), 1);
+        assert_eq!(set(&["10.0.0.0/24", "10.0.2.0/24"]).ranges(), 2);
+        assert_eq!(set(&["2001:db8::/33", "2001:db8:8000::/33"]).ranges(), 1);
     }
 
     fn rules(deny: &[&str], allow: &[&str], unknown: UnknownCountry) -> IpGate {
@@ -370,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn country_deny_rules_refuse_listed_countries_on_both_families() {
+    fn country_deny_rules_refuse_listed_countries_and_let_unknown_pass() {
         let gate = rules(&["RU", "KP"], &[], UnknownCountry::Allow);
         let blocked = Err(("GeoBlocked".to_owned(), "country:RU".to_owned()));
         assert_eq!(verdict(&gate, "192.0.2.1", Some("RU")), blocked);
@@ -417,6 +421,32 @@ mod tests {
             for p in probes.into_iter().chain(nets.iter().map(|n| match n.network() { IpAddr::V4(a) => u32::from(a), IpAddr::V6(_) => 0 })) {
                 let ip = IpAddr::from(std::net::Ipv4Addr::from(p));
                 prop_assert_eq!(s.contains(ip), nets.iter().any(|n| n.contains(&ip)));
+            }
+        }
+    }
+
+    proptest! {
+        /// IPv4-mapped networks and probes, which random IPv6 values almost
+        /// never are: they count as the IPv4 they map.
+        #[test]
+        fn mapped_networks_and_addresses_agree_with_ipv4(
+            nets in prop::collection::vec((any::<u32>(), 96u8..=128), 1..20),
+            probes in prop::collection::vec(any::<u32>(), 40),
+        ) {
+            let mapped = |a: u32| std::net::Ipv6Addr::from(0xffff_0000_0000u128 | u128::from(a));
+            let v6: Vec<IpNet> = nets.iter().map(|&(a, p)| IpNet::new(mapped(a).into(), p).unwrap()).collect();
+            let v4: Vec<IpNet> = nets.iter().map(|&(a, p)| IpNet::new(std::net::Ipv4Addr::from(a).into(), p - 96).unwrap()).collect();
+            let (s6, s4) = (IpSet::new(v6), IpSet::new(v4.clone()));
+            let starts = v4.iter().map(|n| match n.network() {
+                IpAddr::V4(a) => u32::from(a),
+                IpAddr::V6(_) => 0,
+            });
+            for p in probes.into_iter().chain(starts) {
+                let plain = IpAddr::from(std::net::Ipv4Addr::from(p));
+                let naive = v4.iter().any(|n| n.contains(&plain));
+                prop_assert_eq!(s6.contains(plain), naive);
+                prop_assert_eq!(s6.contains(IpAddr::from(mapped(p))), naive);
+                prop_assert_eq!(s4.contains(IpAddr::from(mapped(p))), naive);
             }
         }
     }

@@ -303,6 +303,13 @@ mod tests {
                 .blocked_by
                 .is_none()
         );
+        // Method and query right, path wrong.
+        assert!(
+            rules
+                .check(&post, "/public/x", Some("debug=1"), &none)
+                .blocked_by
+                .is_none()
+        );
         let logged = rules.check(&get, "/x/.git/config", None, &none);
         assert!(logged.blocked_by.is_none());
         assert_eq!(logged.logged, vec![Arc::<str>::from("dotfiles")]);
@@ -329,18 +336,18 @@ mod tests {
         let none = HeaderMap::new();
         let head = rules.check(&Method::HEAD, "/admin/x", None, &none);
         assert_eq!(head.blocked_by.unwrap().id.as_ref(), "admin");
-        for agents in [["Mozilla/5.0", "sqlmap/1.7"], ["Mozilla/5.0", "curl/8.0"]] {
+        for (agents, id) in [
+            (["Mozilla/5.0", "sqlmap/1.7"], "sqlmap"),
+            (["sqlmap/1.7", "Mozilla/5.0"], "sqlmap"),
+            (["Mozilla/5.0", "curl/8.0"], "curl"),
+            (["curl/8.0", "Mozilla/5.0"], "curl"),
+        ] {
             let mut h = HeaderMap::new();
             for a in agents {
                 h.append(http::header::USER_AGENT, a.parse().unwrap());
             }
-            assert!(
-                rules
-                    .check(&Method::GET, "/", None, &h)
-                    .blocked_by
-                    .is_some(),
-                "{agents:?}"
-            );
+            let got = rules.check(&Method::GET, "/", None, &h).blocked_by;
+            assert_eq!(got.map(|b| b.id), Some(Arc::from(id)), "{agents:?}");
         }
         let mut odd = HeaderMap::new();
         odd.insert(
@@ -357,15 +364,38 @@ mod tests {
 
     #[test]
     fn user_agent_only_rules_are_told_apart() {
-        let rules = Rules::new(vec![RuleSpec {
-            user_agent: Some(Matcher::Exact(String::new())),
-            ..rule("no-ua")
-        }])
+        let rules = Rules::new(vec![
+            RuleSpec {
+                user_agent: Some(Matcher::Exact(String::new())),
+                ..rule("no-ua")
+            },
+            RuleSpec {
+                user_agent: Some(Matcher::Prefix("bot".into())),
+                path: Some(Matcher::Prefix("/admin".into())),
+                ..rule("bot-admin")
+            },
+            RuleSpec {
+                methods: Methods::only(vec![Method::POST]),
+                user_agent: Some(Matcher::Prefix("crawler".into())),
+                ..rule("crawler-post")
+            },
+        ])
         .unwrap();
         let b = rules
             .check(&Method::GET, "/", None, &HeaderMap::new())
             .blocked_by
             .unwrap();
         assert!(b.user_agent_only);
+        // With a path or a method as well, it is a request rule.
+        let b = rules
+            .check(&Method::GET, "/admin/x", None, &ua("bot/1"))
+            .blocked_by
+            .unwrap();
+        assert_eq!((b.id.as_ref(), b.user_agent_only), ("bot-admin", false));
+        let b = rules
+            .check(&Method::POST, "/", None, &ua("crawler/2"))
+            .blocked_by
+            .unwrap();
+        assert_eq!((b.id.as_ref(), b.user_agent_only), ("crawler-post", false));
     }
 }

@@ -227,15 +227,45 @@ mod tests {
     }
 
     #[test]
-    fn a_full_book_keeps_bans_in_force_over_counts() {
+    fn a_full_book_drops_what_has_ended_first_then_what_ends_soonest() {
+        let book = MemoryBans::new(2);
+        book.put("ended", 10, "manual", 0);
+        book.put("late", 1_000, "manual", 0);
+        // Full: the ban that has ended goes, not the one in force.
+        book.put("soon", 500, "manual", 20);
+        let keys = |now| {
+            book.list(now)
+                .into_iter()
+                .map(|b| b.key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(20), ["soon", "late"]);
+        // Full of bans in force: the one ending soonest goes.
+        book.put("new", 800, "manual", 30);
+        assert_eq!(keys(30), ["new", "late"]);
+    }
+
+    #[test]
+    fn a_full_count_map_loses_counts_never_bans() {
         let book = MemoryBans::new(2);
         let quick = Escalation { more_than: 0, ..E };
         assert!(book.strike("r", "a", 0, quick).is_some());
         assert!(book.strike("r", "b", 0, quick).is_some());
+        // Counts for "x" are dropped once the count map overflows...
+        for _ in 0..E.more_than {
+            assert_eq!(book.strike("r", "x", 1, E), None);
+        }
         for i in 0..10 {
             assert_eq!(book.strike("r", &format!("c{i}"), 1, E), None);
         }
-        assert_eq!(book.list(1).len(), 2);
+        // ...while the bans stay...
+        let keys = book.list(2).into_iter().map(|b| b.key).collect::<Vec<_>>();
+        assert_eq!(keys, ["a", "b"]);
+        // ...so "x" needs a whole new run of strikes.
+        for _ in 0..E.more_than {
+            assert_eq!(book.strike("r", "x", 2, E), None);
+        }
+        assert!(book.strike("r", "x", 2, E).is_some());
     }
 
     proptest! {

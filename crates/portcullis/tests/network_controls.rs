@@ -209,7 +209,8 @@ fn bad_country_settings_fail_the_load_with_the_line() {
         err.contains("country rules need a country database"),
         "{err}"
     );
-    assert!(err.contains("portcullis.toml"), "{err}");
+    let at = at_line(&config, "deny_countries");
+    assert!(err.contains(&at), "{at} in {err}");
     drop(dir);
 
     // A bad code and a bad unknown_country.
@@ -226,6 +227,10 @@ fn bad_country_settings_fail_the_load_with_the_line() {
         err.contains("\"maybe\": use \"allow\" or \"deny\""),
         "{err}"
     );
+    for key in ["deny_countries", "unknown_country"] {
+        let at = at_line(&config, key);
+        assert!(err.contains(&at), "{at} in {err}");
+    }
 
     // A file that is not a database.
     let (dir, config) = geo_config(offline(), "deny_countries = [\"RU\"]", "");
@@ -248,9 +253,10 @@ fn bad_country_settings_fail_the_load_with_the_line() {
     let (_d, config) = geo_config(offline(), "country_message = \"No.\"", "");
     let o = run(&["check", "--config", &config.display().to_string()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o.stderr).contains("country_message is set, but there are no country rules for it")
-    );
+    let err = text(&o.stderr);
+    assert!(err.contains("country_message is set, but there are no country rules for it"));
+    let at = at_line(&config, "[network]");
+    assert!(err.contains(&at), "{at} in {err}");
 }
 
 /// A port nothing listens on now.
@@ -573,8 +579,21 @@ fn bad_ban_settings_fail_the_load() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     // Without [bans], `ban` says bans are off.
-    let o = ban(&config.with_file_name("missing.toml"), &["list"]);
+    std::fs::write(&config, &text0).unwrap();
+    let o = ban(&config, &["list"]);
     assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("bans are off in"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// `portcullis.toml:N:` for the first line of `config` that starts with `key`.
+fn at_line(config: &Path, key: &str) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let n = text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+    format!("portcullis.toml:{n}:")
 }
 
 #[test]

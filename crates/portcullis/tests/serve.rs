@@ -441,6 +441,7 @@ fn the_quickstart_table_holds_over_the_wire() {
         .unwrap()
         .as_secs() as i64;
     let mut allowed = 0;
+    let mut skipped = Vec::new();
     for case in &cases.case {
         let tok = match (&case.token, &case.raw_token) {
             (Some(spec), _) => Some(mint(&loaded, spec, now).unwrap()),
@@ -461,6 +462,7 @@ fn the_quickstart_table_holds_over_the_wire() {
         // Loopback addresses can be sent from; others are the engine's alone.
         let source = case.ip.as_deref().unwrap_or("127.0.0.1");
         if !source.starts_with("127.") {
+            skipped.push(case.name.as_str());
             continue;
         }
         let r = support::request_from(source, gw.addr, method, &case.path, &headers, b"");
@@ -490,6 +492,12 @@ fn the_quickstart_table_holds_over_the_wire() {
         }
     }
     assert!(allowed >= 5);
+    // The cases from addresses no test can send from are left to
+    // `portcullis test` (13 of 41 today); the other 28 ran over the wire.
+    assert!(
+        cases.case.len() - skipped.len() >= 28,
+        "skipped {skipped:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -93,11 +93,24 @@ mod tests {
     }
 
     #[test]
-    fn ids_do_not_repeat() {
-        let h = HeaderMap::new();
-        let ids: std::collections::HashSet<String> =
-            (0..10_000).map(|_| assign(&h, false, NOW)).collect();
-        assert_eq!(ids.len(), 10_000);
+    fn ids_do_not_repeat_within_or_across_threads() {
+        // Each worker thread has its own key and counter: the same instant
+        // on four threads still gives 40,000 different ids.
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let h = HeaderMap::new();
+                    (0..10_000)
+                        .map(|_| assign(&h, false, NOW))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let ids: std::collections::HashSet<String> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 40_000);
     }
 
     #[test]
