@@ -122,11 +122,7 @@ fn part_value(part: &KeyPart, f: &KeyFacts<'_>, out: &mut String) {
             }
         },
         KeyPart::Route => {
-            let _ = write!(
-                out,
-                "route:{}",
-                f.route.map_or_else(|| "-".to_owned(), escape)
-            );
+            let _ = write!(out, "route:{}", f.route.map_or("-".into(), escape));
         }
         KeyPart::Header(name) => {
             // By digest: the value may be a credential, and the key travels
@@ -141,9 +137,14 @@ fn part_value(part: &KeyPart, f: &KeyFacts<'_>, out: &mut String) {
     }
 }
 
-/// `%` then `|` escaped, so distinct values stay distinct keys.
-fn escape(s: &str) -> String {
-    s.replace('%', "%25").replace('|', "%7C")
+/// `%` then `|` escaped, so distinct values stay distinct keys. Most
+/// values have neither, and are borrowed as they are.
+fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['%', '|']) {
+        s.replace('%', "%25").replace('|', "%7C").into()
+    } else {
+        s.into()
+    }
 }
 
 /// The first 16 bytes of the SHA-256, in hex.

@@ -8,6 +8,7 @@
 //! running.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// An escalation rule's numbers.
@@ -74,6 +75,9 @@ pub struct Ban {
 #[derive(Debug)]
 pub struct MemoryBans {
     bans: Mutex<HashMap<String, (u64, Arc<str>)>>,
+    /// Entries in `bans`, readable without the lock: with none (the usual
+    /// case) a lookup takes no lock at all.
+    held: AtomicUsize,
     strikes: Mutex<HashMap<String, Strikes>>,
     max_keys: usize,
 }
@@ -83,6 +87,7 @@ impl MemoryBans {
     pub fn new(max_keys: usize) -> Self {
         MemoryBans {
             bans: Mutex::new(HashMap::new()),
+            held: AtomicUsize::new(0),
             strikes: Mutex::new(HashMap::new()),
             max_keys: max_keys.max(1),
         }
@@ -90,6 +95,9 @@ impl MemoryBans {
 
     /// The longest ban in force on any of `keys` at `now_ms`.
     pub fn find(&self, keys: &[String], now_ms: u64) -> Option<Ban> {
+        if self.held.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let bans = self.bans.lock().unwrap_or_else(PoisonError::into_inner);
         keys.iter()
             .filter_map(|k| {
@@ -154,6 +162,7 @@ impl MemoryBans {
         }
         let by: Arc<str> = by.into();
         bans.insert(key.to_owned(), (until_ms, Arc::clone(&by)));
+        self.held.store(bans.len(), Ordering::Release);
         Some(Ban {
             key: key.to_owned(),
             until_ms,
@@ -164,7 +173,9 @@ impl MemoryBans {
     /// Lift the ban on `key`; whether there was one in force.
     pub fn remove(&self, key: &str, now_ms: u64) -> bool {
         let mut bans = self.bans.lock().unwrap_or_else(PoisonError::into_inner);
-        bans.remove(key).is_some_and(|(until, _)| until > now_ms)
+        let lifted = bans.remove(key).is_some_and(|(until, _)| until > now_ms);
+        self.held.store(bans.len(), Ordering::Release);
+        lifted
     }
 
     /// Every ban in force, soonest ending first.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use support::{Gateway, Upstream, quickstart_copy, request_from};
+use support::{Gateway, Upstream, quickstart_copy, request_from, spare_port};
 
 /// 192.0.2.0/24 is France, 198.51.100.0/24 and 2001:db8:1::/48 Russia,
 /// 2001:db8:2::/48 Germany; everything else has no country.
@@ -257,12 +257,6 @@ fn bad_country_settings_fail_the_load_with_the_line() {
     assert!(err.contains("country_message is set, but there are no country rules for it"));
     let at = at_line(&config, "[network]");
     assert!(err.contains(&at), "{at} in {err}");
-}
-
-/// A port nothing listens on now.
-fn spare_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 const BAN_RULE: &str = "[bans]\nmessage = \"Too many failed requests; try again later.\"\n\n[bans.rules.auth-failures]\nstatuses = [401, 403]\nmore_than = 3\nwithin = \"1m\"\nban_for = \"10m\"\n";

@@ -12,7 +12,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Gateway, get, quickstart_copy};
+use support::{Gateway, get, quickstart_copy, spare_port};
 
 fn unique(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -101,11 +101,6 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn spare_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! memory and checked at load, and the country rules that read it.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use maxminddb::{PathElement, Reader};
@@ -19,8 +18,6 @@ use crate::raw::RawConfig;
 #[derive(Debug)]
 pub struct MmdbCountries {
     reader: Reader<Vec<u8>>,
-    /// The file it was read from.
-    pub path: PathBuf,
 }
 
 impl CountryLookup for MmdbCountries {
@@ -58,7 +55,7 @@ pub(crate) fn open(ctx: &Ctx, raw: &RawConfig) -> Result<Option<Arc<MmdbCountrie
     };
     let reader = Reader::from_source(bytes).map_err(bad)?;
     reader.verify().map_err(bad)?;
-    Ok(Some(Arc::new(MmdbCountries { reader, path })))
+    Ok(Some(Arc::new(MmdbCountries { reader })))
 }
 
 /// The country rules of one gate, from its four settings. `have_db`: a

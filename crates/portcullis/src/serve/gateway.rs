@@ -91,9 +91,7 @@ impl Gateway {
         // One clock reading per request: the log's time, the engine's `now`
         // and the rate limits' all come from it.
         let at = SystemTime::now();
-        let now_ms = at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now_ms = crate::cmd::unix_ms(at);
         let peer = conn.peer.ip().to_canonical();
         let trusted = self.engine.client_policy().is_trusted(peer);
         // Stage 1: the id comes first so every answer, even a refusal of a
@@ -444,10 +442,7 @@ impl<'g> Record<'g> {
         // Stage 3's escalation: this answer may be the strike that starts
         // a ban; the line that records it says so.
         if let (Some(bans), Some(d)) = (self.gateway.engine.bans(), &decision) {
-            let now_ms = self
-                .at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let now_ms = crate::cmd::unix_ms(self.at);
             entry.bans_started = self.gateway.bans.strike(bans, d, status, now_ms).await;
         }
         entry.decision = decision;

@@ -444,6 +444,12 @@ pub fn quickstart_copy(upstream_and_log: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, config)
 }
 
+/// A loopback port nothing listens on now.
+pub fn spare_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// A token from the quickstart's key.
 pub fn token(config: &Path, sub: &str, roles: &[&str], scopes: &[&str]) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
