@@ -7,6 +7,7 @@
 //! denies, because Cedar alone would skip it.
 
 mod context;
+mod fast;
 mod hint;
 mod slice;
 
@@ -72,6 +73,8 @@ struct Compiled {
     forbid: bool,
     condition: ast::Expr,
     env: ast::SlotEnv,
+    /// The condition for the direct evaluator, when it models all of it.
+    fast: Option<fast::Fast>,
 }
 
 #[derive(Debug)]
@@ -187,10 +190,12 @@ impl CedarPolicy {
                     all_unconditional = false;
                 }
                 let core = AsRef::<ast::Policy>::as_ref(p);
+                let condition = core.condition();
                 compiled.push(Compiled {
                     id: core.id().clone(),
                     forbid: p.effect() == Effect::Forbid,
-                    condition: core.condition(),
+                    fast: fast::Fast::compile(&condition, core.env(), action.as_ref()),
+                    condition,
                     env: core.env().clone(),
                 });
                 conceal_any |= p.annotation("conceal").is_some();
@@ -324,9 +329,10 @@ impl CedarPolicy {
 
     /// Cedar's rules, over the conditions built at load: a satisfied forbid
     /// denies, else a satisfied permit allows, else deny; and ours on top:
-    /// a forbid that fails to evaluate denies. Evaluation is Cedar's own
-    /// evaluator; only the authorizer's per-call rebuilding of every
-    /// policy's condition, and its response maps, are left out.
+    /// a forbid that fails to evaluate denies. Each condition goes to the
+    /// direct evaluator first (`fast`), and to Cedar's own evaluator
+    /// whenever that one gives up; the authorizer's per-call rebuilding of
+    /// every policy's condition, and its response maps, are left out.
     fn evaluate(
         &self,
         part: &ActionPolicies,
@@ -334,11 +340,10 @@ impl CedarPolicy {
         entities: &Entities,
         errors: &mut Vec<String>,
     ) -> AuthzOutcome {
-        let eval = Evaluator::new(
-            AsRef::<ast::Request>::as_ref(request).clone(),
-            AsRef::<cedar_policy_core::entities::Entities>::as_ref(entities),
-            Extensions::all_available(),
-        );
+        let request = AsRef::<ast::Request>::as_ref(request);
+        let entities = AsRef::<cedar_policy_core::entities::Entities>::as_ref(entities);
+        let scope = fast::Scope::new(request, entities);
+        let mut cedar: Option<Evaluator<'_>> = None;
         let text = |id: &ast::PolicyID| -> Arc<str> {
             self.id_text
                 .get(id)
@@ -350,6 +355,22 @@ impl CedarPolicy {
         let mut failed_forbids = Vec::new();
         let mut residual = false;
         for c in &part.compiled {
+            if let Some(b) = c
+                .fast
+                .as_ref()
+                .zip(scope.as_ref())
+                .and_then(|(f, s)| f.satisfied(s))
+            {
+                match (b, c.forbid) {
+                    (true, true) => forbids.push(text(&c.id)),
+                    (true, false) => permits.push(text(&c.id)),
+                    (false, _) => {}
+                }
+                continue;
+            }
+            let eval = cedar.get_or_insert_with(|| {
+                Evaluator::new(request.clone(), entities, Extensions::all_available())
+            });
             let satisfied = match eval.partial_interpret(&c.condition, &c.env) {
                 Ok(ast::PartialValue::Value(v)) => match v.value_kind() {
                     ast::ValueKind::Lit(ast::Literal::Bool(b)) => Ok(*b),
