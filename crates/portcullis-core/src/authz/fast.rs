@@ -30,7 +30,8 @@ use smol_str::SmolStr;
 /// A condition, translated.
 #[derive(Debug)]
 pub(super) enum Fast {
-    /// A literal, a linked slot, or a constant expression evaluated at load.
+    /// A literal, a linked slot, `action` (the partition's), or a constant
+    /// expression evaluated at load.
     Const(Value),
     Principal,
     Resource,
