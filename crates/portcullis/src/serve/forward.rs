@@ -8,6 +8,7 @@
 //! headers, appends `X-Forwarded-For`, sets `X-Forwarded-Proto`/`-Host`,
 //! rebuilds `Forwarded`, and sets `X-Request-Id` and `Host`.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -182,26 +183,36 @@ fn forwarding(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<&HeaderValue>) {
     }
     h.remove(&xff);
     h.remove(header::FORWARDED);
-    let client = hop.peer.to_string();
-    prior_for.push(client.clone());
-    set(h, &xff, &prior_for.join(", "));
+    // Each header built in one string: this runs on every proxied request.
+    let mut chain = String::with_capacity(64);
+    for prior in &prior_for {
+        chain.push_str(prior);
+        chain.push_str(", ");
+    }
+    let _ = write!(chain, "{}", hop.peer);
+    set(h, &xff, &chain);
     if !h.contains_key(&xfp) {
-        set(h, &xfp, hop.proto);
+        h.insert(xfp.clone(), HeaderValue::from_static(hop.proto));
     }
     let host_text = host.and_then(|v| v.to_str().ok());
     if let (false, Some(host)) = (h.contains_key(&xfh), host_text) {
         set(h, &xfh, host);
     }
-    let node = match hop.peer {
-        IpAddr::V4(_) => client,
-        IpAddr::V6(_) => format!("\"[{client}]\""),
-    };
-    let mut element = format!("for={node};proto={}", hop.proto);
-    if let Some(host) = host_text {
-        element.push_str(&format!(";host=\"{}\"", host.replace(['"', '\\'], "")));
+    chain.clear();
+    for prior in &prior_fwd {
+        chain.push_str(prior);
+        chain.push_str(", ");
     }
-    prior_fwd.push(element);
-    set(h, &header::FORWARDED, &prior_fwd.join(", "));
+    let _ = match hop.peer {
+        IpAddr::V4(ip) => write!(chain, "for={ip};proto={}", hop.proto),
+        IpAddr::V6(ip) => write!(chain, "for=\"[{ip}]\";proto={}", hop.proto),
+    };
+    if let Some(host) = host_text {
+        chain.push_str(";host=\"");
+        chain.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
+        chain.push('"');
+    }
+    set(h, &header::FORWARDED, &chain);
 }
 
 fn values(h: &HeaderMap, name: &HeaderName) -> Vec<String> {
