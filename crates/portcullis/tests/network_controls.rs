@@ -441,6 +441,25 @@ fn repeated_refusals_start_a_ban_that_refuses_until_it_ends() {
         (r.status, r.json()["error"].clone()),
         (403, "AdminHeaderMissing".into())
     );
+    // Nor from a page whose name was rebound to this host: same-origin, it
+    // can send the header, but the browser names where it comes from.
+    for page in [
+        ("Origin", "http://rebound.example:9090"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ] {
+        let r = support::request(
+            admin_addr,
+            "DELETE",
+            "/bans?key=127.0.0.6",
+            &[("X-Portcullis-Admin", "1"), page],
+            b"",
+        );
+        assert_eq!(
+            (r.status, r.json()["error"].clone()),
+            (403, "AdminFromBrowser".into()),
+            "{page:?}"
+        );
+    }
     let r = request_from("127.0.0.6", gw.addr, "GET", "/public/hello", &[], b"");
     assert_eq!(r.json()["error"], "Banned");
     for bad in [
@@ -545,33 +564,36 @@ fn bad_ban_settings_fail_the_load() {
     let rule = "[bans]\non_store_error = \"sometimes\"\n\n[bans.rules.x]\nstatuses = [200]\nmore_than = 3\nwithin = \"0s\"\nban_for = \"10m\"\nkey = \"subject\"\nroutes = [\"nope\"]\n";
     let (_d, config) = quickstart_copy(offline());
     let text0 = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text0}\n{rule}")).unwrap();
-    let o = run(&["check", "--config", &config.display().to_string()]);
-    assert_eq!(o.status.code(), Some(1));
-    let err = text(&o.stderr);
-    for want in [
-        "200 is not an error status",
-        "must be longer than zero",
-        "\"subject\" is not a ban key",
-        "no route is named \"nope\"",
-        "\"sometimes\": use \"open\" or \"closed\"",
-    ] {
-        assert!(err.contains(want), "missing {want:?} in:\n{err}");
-    }
+    // The quickstart with `rule` appended fails `check`, naming each of `wants`.
+    let fails_with = |rule: &str, wants: &[&str]| {
+        std::fs::write(&config, format!("{text0}\n{rule}")).unwrap();
+        let o = run(&["check", "--config", &config.display().to_string()]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = text(&o.stderr);
+        for want in wants {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+    };
+    fails_with(
+        rule,
+        &[
+            "200 is not an error status",
+            "must be longer than zero",
+            "\"subject\" is not a ban key",
+            "no route is named \"nope\"",
+            "\"sometimes\": use \"open\" or \"closed\"",
+        ],
+    );
     // Names kept for bans by hand, a /0 ban, and a Redis prefix for bans
     // kept in memory.
-    let rule = "[bans]\nkey_prefix = \"x:\"\n\n[bans.rules.manual-review]\nstatuses = [401]\nmore_than = 3\nwithin = \"1m\"\nban_for = \"10m\"\nkey = \"ip_prefix\"\nipv4_prefix = 0\n";
-    std::fs::write(&config, format!("{text0}\n{rule}")).unwrap();
-    let o = run(&["check", "--config", &config.display().to_string()]);
-    assert_eq!(o.status.code(), Some(1));
-    let err = text(&o.stderr);
-    for want in [
-        "names starting with \"manual\" are kept for bans added by hand",
-        "a prefix length of 0 would ban every client",
-        "[bans] key_prefix names Redis keys, but bans are kept in memory",
-    ] {
-        assert!(err.contains(want), "missing {want:?} in:\n{err}");
-    }
+    fails_with(
+        "[bans]\nkey_prefix = \"x:\"\n\n[bans.rules.manual-review]\nstatuses = [401]\nmore_than = 3\nwithin = \"1m\"\nban_for = \"10m\"\nkey = \"ip_prefix\"\nipv4_prefix = 0\n",
+        &[
+            "names starting with \"manual\" are kept for bans added by hand",
+            "a prefix length of 0 would ban every client",
+            "[bans] key_prefix names Redis keys, but bans are kept in memory",
+        ],
+    );
     // Without [bans], `ban` says bans are off.
     std::fs::write(&config, &text0).unwrap();
     let o = ban(&config, &["list"]);

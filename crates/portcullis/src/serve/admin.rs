@@ -155,6 +155,17 @@ fn metrics(gw: &Gateway) -> String {
 /// grants, so a web page on the gateway's host cannot add or lift bans.
 pub const CHANGE_HEADER: &str = "x-portcullis-admin";
 
+/// Whether a request comes from a web page: browsers send `Origin` on
+/// every POST and DELETE, and `Sec-Fetch-Site` (other than `none`) on
+/// whatever a page sends. A page whose name was rebound to this host is
+/// same-origin, so [`CHANGE_HEADER`] alone would not stop it; the CLI
+/// sends neither.
+fn from_a_page(h: &http::HeaderMap) -> bool {
+    h.contains_key(http::header::ORIGIN)
+        || h.get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() != b"none")
+}
+
 /// `/bans`: GET lists the bans in force; POST `?key=K&for=D[&reason=R]`
 /// adds one and DELETE `?key=K` lifts one, from this host only and with
 /// [`CHANGE_HEADER`] (the admin listener has no credentials; anyone who can
@@ -188,6 +199,13 @@ async fn bans<B>(req: &Request<B>, same_host: bool, gw: &Gateway) -> Response<Bo
             StatusCode::FORBIDDEN,
             "AdminHeaderMissing",
             "a change to the bans must carry the X-Portcullis-Admin header (portcullis ban sends it)",
+        );
+    }
+    if *method != Method::GET && from_a_page(req.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "AdminFromBrowser",
+            "bans are not changed from a web page; use portcullis ban",
         );
     }
     let result = match *method {
