@@ -210,7 +210,11 @@ fn forwarding_headers_from_an_untrusted_client_are_replaced() {
             ("X_Forwarded_Port", "443"),
             ("X-HTTP-Method-Override", "DELETE"),
             ("X-Original-URL", "/admin/x"),
+            ("X-Original-URI", "/admin/x"),
+            ("X-Original-Method", "DELETE"),
             ("X-Rewrite-URL", "/admin/x"),
+            ("X-Host", "admin.internal"),
+            ("X-Original-Host", "admin.internal"),
         ],
     );
     assert_eq!(r.status, 200);
@@ -225,7 +229,11 @@ fn forwarding_headers_from_an_untrusted_client_are_replaced() {
         "x_forwarded_port",
         "x-http-method-override",
         "x-original-url",
+        "x-original-uri",
+        "x-original-method",
         "x-rewrite-url",
+        "x-host",
+        "x-original-host",
     ] {
         assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h:?}");
     }

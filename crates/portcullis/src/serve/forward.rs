@@ -117,7 +117,11 @@ pub fn upstream_headers(
             };
             (raw.contains('_') && managed(&n))
                 || OVERRIDES.contains(&&*n)
-                || (!hop.trusted && (n.starts_with("x-forwarded-") || CLIENT_NAMING.contains(&&*n)))
+                || (!hop.trusted
+                    && (n.starts_with("x-forwarded-")
+                        || n == "forwarded"
+                        || CLIENT_NAMING.contains(&&*n)
+                        || hop.client_header.is_some_and(|c| c.as_str() == n)))
         })
         .cloned()
         .collect();
@@ -140,17 +144,21 @@ pub fn upstream_headers(
 }
 
 /// Headers with which some frameworks replace the request's method or path.
-const OVERRIDES: [&str; 5] = [
+const OVERRIDES: [&str; 7] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
     "x-original-url",
+    "x-original-uri",
+    "x-original-method",
     "x-rewrite-url",
 ];
 
-/// Headers that name the client to some upstreams, besides the
-/// `X-Forwarded-*` family.
-const CLIENT_NAMING: [&str; 10] = [
+/// Headers that name the client or the host to some upstreams, besides
+/// the `X-Forwarded-*` family.
+const CLIENT_NAMING: [&str; 12] = [
+    "x-host",
+    "x-original-host",
     "x-real-ip",
     "true-client-ip",
     "x-client-ip",
@@ -167,28 +175,12 @@ const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
 const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Rebuild the forwarding headers. An untrusted peer's are already gone
+/// (`upstream_headers`); a trusted proxy's chains are appended to.
 fn forwarding(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<&HeaderValue>) {
     let (xff, xfp, xfh) = (XFF, XFP, XFH);
-    let mut prior_for = Vec::new();
-    let mut prior_fwd = Vec::new();
-    if hop.trusted {
-        prior_for = values(h, &xff);
-        prior_fwd = values(h, &header::FORWARDED);
-    } else {
-        h.remove(&xfp);
-        h.remove(&xfh);
-        if let Some(c) = hop.client_header {
-            h.remove(c);
-        }
-    }
-    h.remove(&xff);
-    h.remove(header::FORWARDED);
     // Each header built in one string: this runs on every proxied request.
-    let mut chain = String::with_capacity(64);
-    for prior in &prior_for {
-        chain.push_str(prior);
-        chain.push_str(", ");
-    }
+    let mut chain = prior_chain(h, &xff);
     let _ = write!(chain, "{}", hop.peer);
     set(h, &xff, &chain);
     if !h.contains_key(&xfp) {
@@ -198,11 +190,7 @@ fn forwarding(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<&HeaderValue>) {
     if let (false, Some(host)) = (h.contains_key(&xfh), host_text) {
         set(h, &xfh, host);
     }
-    chain.clear();
-    for prior in &prior_fwd {
-        chain.push_str(prior);
-        chain.push_str(", ");
-    }
+    let mut chain = prior_chain(h, &header::FORWARDED);
     let _ = match hop.peer {
         IpAddr::V4(ip) => write!(chain, "for={ip};proto={}", hop.proto),
         IpAddr::V6(ip) => write!(chain, "for=\"[{ip}]\";proto={}", hop.proto),
@@ -215,13 +203,19 @@ fn forwarding(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<&HeaderValue>) {
     set(h, &header::FORWARDED, &chain);
 }
 
-fn values(h: &HeaderMap, name: &HeaderName) -> Vec<String> {
-    h.get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .collect()
+/// The non-empty values of `name`, trimmed, each followed by `, `; the
+/// header is removed (it is set again whole).
+fn prior_chain(h: &mut HeaderMap, name: &HeaderName) -> String {
+    let mut chain = String::with_capacity(64);
+    for v in h.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if !v.is_empty() {
+            chain.push_str(v);
+            chain.push_str(", ");
+        }
+    }
+    h.remove(name);
+    chain
 }
 
 fn set(h: &mut HeaderMap, name: &HeaderName, value: &str) {
