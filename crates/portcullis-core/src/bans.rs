@@ -63,6 +63,13 @@ pub struct BanRule {
     pub routes: Vec<Arc<str>>,
 }
 
+/// The `by` of bans added by hand (`manual`, or `manual: REASON`); rule
+/// names starting with it are refused at load, so the two never mix.
+pub const MANUAL: &str = "manual";
+
+/// The rule id a ban added by hand refuses under.
+pub const MANUAL_RULE: &str = "ban:manual";
+
 /// The ban configuration: whether bans are checked, and the rules.
 #[derive(Debug, Clone)]
 pub struct Bans {

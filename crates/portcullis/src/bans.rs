@@ -258,7 +258,7 @@ fn banned(bans: &Bans, d: &Decision, ban: &Ban, now_ms: u64) -> Denial {
         face,
         concealed: None,
         policies: vec![if manual {
-            format!("ban:{MANUAL}").into()
+            MANUAL_RULE.into()
         } else {
             format!("ban:{}", ban.by).into()
         }],
@@ -280,8 +280,7 @@ pub fn manual_by(reason: Option<&str>) -> String {
     }
 }
 
-/// The `by` of bans added by hand.
-pub const MANUAL: &str = "manual";
+pub use portcullis_core::bans::{MANUAL, MANUAL_RULE};
 
 /// What `portcullis ban add|remove` and the admin API name: an address
 /// (`203.0.113.7` or `ip:203.0.113.7`) or a network (`203.0.113.0/24` or

@@ -31,8 +31,7 @@ pub(crate) fn compile(
         .collect();
     let mut rules = Vec::new();
     for (name, r) in &b.rules {
-        // `manual` names the bans added by hand.
-        if name.starts_with("manual") {
+        if name.starts_with(portcullis_core::bans::MANUAL) {
             errors.push(
                 ctx.err(r.span(), format!("ban rule {name:?}: names starting with \"manual\" are kept for bans added by hand"))
                     .help("choose another name"),
