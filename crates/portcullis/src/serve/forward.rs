@@ -303,18 +303,22 @@ impl Proxy {
     }
 
     /// This thread's client (made on first use).
-    fn client(&self) -> Pooled {
+    /// Start `req` on this thread's client (made on first use). The
+    /// client's `request` clones what the future needs, so the pool is not
+    /// cloned here.
+    fn request(&self, req: Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
         CLIENTS.with(|clients| {
             let mut clients = clients.borrow_mut();
             if let Some((_, c)) = clients.iter().find(|(id, _)| *id == self.id) {
-                return c.clone();
+                return c.request(req);
             }
             let c = Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
                 .pool_timer(TokioTimer::new())
                 .build(self.connector.clone());
-            clients.push((self.id, c.clone()));
-            c
+            let future = c.request(req);
+            clients.push((self.id, c));
+            future
         })
     }
 
@@ -349,7 +353,7 @@ impl Proxy {
         }
         let deadline = upstream_deadline(watch, self.timeout);
         let sent = tokio::select! {
-            r = self.client().request(req) => Ok(r),
+            r = self.request(req) => Ok(r),
             () = deadline => Err(()),
         };
         let mut resp = match sent {
