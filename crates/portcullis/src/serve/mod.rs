@@ -11,8 +11,10 @@
 //! runtime per core, each on its own thread. The main one accepts and
 //! hands each connection, whole, to a worker in turn; from then on the
 //! connection, its requests and the upstream connections they use (one
-//! pool per worker) stay on that thread. No task is ever woken across
-//! threads on the request path, and no work is stolen.
+//! pool per worker) stay on that thread, and no work is stolen. What still
+//! crosses threads: the decision-log queue (its writer thread wakes once
+//! per batch) and, with `[rate_limit_store] redis`, the Redis connection,
+//! which the main runtime drives.
 
 pub(crate) mod admin;
 mod body;
