@@ -13,8 +13,8 @@
 //! connection, its requests and the upstream connections they use (one
 //! pool per worker) stay on that thread, and no work is stolen. What still
 //! crosses threads: the decision-log queue (its writer thread wakes once
-//! per batch) and, with `[rate_limit_store] redis`, the Redis connection,
-//! which the main runtime drives.
+//! per batch) and, with `[rate_limit_store] redis`, the one Redis connection,
+//! driven by the runtime of the worker that opened it.
 
 pub(crate) mod admin;
 mod body;
