@@ -14,7 +14,7 @@
 //! pool per worker) stay on that thread, and no work is stolen. What still
 //! crosses threads: the decision-log queue (its writer thread wakes once
 //! per batch) and, with `[rate_limit_store] redis`, the one Redis connection,
-//! driven by the runtime of the worker that opened it.
+//! which one runtime drives for all.
 
 pub(crate) mod admin;
 mod body;
