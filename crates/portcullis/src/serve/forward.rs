@@ -8,26 +8,28 @@
 //! headers, appends `X-Forwarded-For`, sets `X-Forwarded-Proto`/`-Host`,
 //! rebuilds `Forwarded`, and sets `X-Request-Id` and `Host`.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portcullis_config::{IdentityHeaders, UrlUpstream};
 use portcullis_core::ReasonCode;
 use portcullis_core::authn::Identity;
 use serde_json::json;
 
-use super::body::{Body, BodyWatch, full};
+use super::body::{Body, BodyWatch, BoxError, full};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -236,24 +238,40 @@ fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
-type Pooled = Client<HttpsConnector<HttpConnector>, Body>;
+/// One upstream connection's sending half; its connection is a task on the
+/// worker that opened it.
+type Sender = http1::SendRequest<Body>;
+
+/// A connection in a worker's pool, and when it last came back to it.
+struct Pooled {
+    sender: Sender,
+    used: Instant,
+}
+
+/// A connection idle this long is closed when a checkout next meets it
+/// (there is no timer: with no traffic at all, the upstream's own idle
+/// timeout closes it).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// At most this many connections per upstream per worker are kept; past
+/// that the oldest is let go (an exchange on it still completes).
+const MAX_POOLED: usize = 1024;
 
 thread_local! {
-    /// Each worker thread's own client, and so its own connection pool: an
-    /// upstream connection is driven by the runtime of the thread whose
-    /// requests use it.
-    static CLIENTS: std::cell::RefCell<Vec<(usize, Pooled)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each worker thread's own connections to each upstream (by
+    /// [`Proxy::id`]): a connection is driven by the runtime of the thread
+    /// whose requests use it, and taking one is a borrow, not a lock.
+    static POOLS: RefCell<Vec<(usize, VecDeque<Pooled>)>> = const { RefCell::new(Vec::new()) };
 }
 
 static NEXT_PROXY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// The pooled client for a URL upstream: one pool per worker thread.
+/// A URL upstream and its connections: one pool per worker thread.
 #[derive(Debug)]
 pub struct Proxy {
     id: usize,
     connector: HttpsConnector<HttpConnector>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    /// `scheme://authority`, what the connector dials.
+    origin: Uri,
     prefix: String,
     preserve_host: bool,
     /// `Host` for the upstream when the client's is not kept.
@@ -287,11 +305,16 @@ impl Proxy {
         let authority = parts.authority.ok_or("the upstream URL has no host")?;
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| "the upstream URL's host is not a header value")?;
+        let origin = Uri::builder()
+            .scheme(parts.scheme.unwrap_or(http::uri::Scheme::HTTP))
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .map_err(|e| format!("the upstream URL is not usable: {e}"))?;
         Ok(Proxy {
             id: NEXT_PROXY.fetch_add(1, Ordering::Relaxed),
             connector: https,
-            scheme: parts.scheme.unwrap_or(http::uri::Scheme::HTTP),
-            authority,
+            origin,
             host,
             prefix: parts
                 .path_and_query
@@ -302,24 +325,103 @@ impl Proxy {
         })
     }
 
-    /// This thread's client (made on first use).
-    /// Start `req` on this thread's client (made on first use). The
-    /// client's `request` clones what the future needs, so the pool is not
-    /// cloned here.
-    fn request(&self, req: Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
-        CLIENTS.with(|clients| {
-            let mut clients = clients.borrow_mut();
-            if let Some((_, c)) = clients.iter().find(|(id, _)| *id == self.id) {
-                return c.request(req);
+    /// A ready connection from this worker's pool, if one is. Busy ones
+    /// (a response still streaming) go to the back; closed ones and ones
+    /// idle past [`IDLE_TIMEOUT`] are dropped.
+    fn checkout(&self) -> Option<Sender> {
+        POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            let (_, pool) = pools.iter_mut().find(|(id, _)| *id == self.id)?;
+            for _ in 0..pool.len() {
+                let p = pool.pop_front()?;
+                if p.sender.is_closed() || p.used.elapsed() >= IDLE_TIMEOUT {
+                    continue;
+                }
+                if p.sender.is_ready() {
+                    return Some(p.sender);
+                }
+                pool.push_back(p);
             }
-            let c = Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .pool_timer(TokioTimer::new())
-                .build(self.connector.clone());
-            let future = c.request(req);
-            clients.push((self.id, c));
-            future
+            None
         })
+    }
+
+    /// Back into this worker's pool once the response head is in: it is
+    /// taken again when its connection is ready for the next request.
+    fn checkin(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            let i = match pools.iter().position(|(id, _)| *id == self.id) {
+                Some(i) => i,
+                None => {
+                    pools.push((self.id, VecDeque::new()));
+                    pools.len() - 1
+                }
+            };
+            let pool = &mut pools[i].1;
+            if pool.len() >= MAX_POOLED {
+                pool.pop_front();
+            }
+            pool.push_back(Pooled {
+                sender,
+                used: Instant::now(),
+            });
+        });
+    }
+
+    /// A new connection, its task spawned on this worker.
+    async fn connect(&self) -> Result<Sender, BoxError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| tower_service::Service::<Uri>::poll_ready(&mut connector, cx))
+            .await?;
+        let io = tower_service::Service::call(&mut connector, self.origin.clone()).await?;
+        let (sender, conn) = http1::handshake(io).await?;
+        tokio::spawn(async move {
+            // Its errors reach the request that was using it.
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// One exchange: on a pooled connection if one is ready, else on a new
+    /// one. An upstream may close an idle connection just as a request is
+    /// put on it. The request then goes out once more, on a new connection,
+    /// when it cannot have been acted on (the connection handed it back
+    /// unsent) or when it may safely be sent twice: an idempotent method
+    /// with no body, on a connection that ended before any of the answer
+    /// came (what nginx does for a cached upstream connection).
+    async fn exchange(&self, req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+        let Some(mut sender) = self.checkout() else {
+            let mut sender = self.connect().await?;
+            let resp = sender.send_request(req).await?;
+            self.checkin(sender);
+            return Ok(resp);
+        };
+        let replay = replayable(&req).then(|| {
+            let mut copy = Request::new(super::body::empty());
+            *copy.method_mut() = req.method().clone();
+            *copy.uri_mut() = req.uri().clone();
+            *copy.headers_mut() = req.headers().clone();
+            copy
+        });
+        let resp = match sender.try_send_request(req).await {
+            Ok(resp) => resp,
+            Err(mut e) => {
+                let again = e
+                    .take_message()
+                    .or_else(|| replay.filter(|_| e.error().is_incomplete_message()));
+                let Some(req) = again else {
+                    return Err(e.into_error().into());
+                };
+                sender = self.connect().await?;
+                sender.send_request(req).await?
+            }
+        };
+        self.checkin(sender);
+        Ok(resp)
     }
 
     /// Send `req` (headers already rewritten) to `path?query` on the
@@ -337,15 +439,11 @@ impl Proxy {
             target.push('?');
             target.push_str(q);
         }
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(target)
-            .build()
-            .map_err(|e| Fault {
-                reason: ReasonCode::UpstreamUnavailable,
-                detail: format!("cannot build the upstream URI: {e}"),
-            })?;
+        // Origin form: the connection already goes to the upstream.
+        let uri = Uri::try_from(target).map_err(|e| Fault {
+            reason: ReasonCode::UpstreamUnavailable,
+            detail: format!("cannot build the upstream URI: {e}"),
+        })?;
         *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_11;
         if !self.preserve_host || !req.headers().contains_key(header::HOST) {
@@ -353,7 +451,7 @@ impl Proxy {
         }
         let deadline = upstream_deadline(watch, self.timeout);
         let sent = tokio::select! {
-            r = self.request(req) => Ok(r),
+            r = self.exchange(req) => Ok(r),
             () = deadline => Err(()),
         };
         let mut resp = match sent {
@@ -372,7 +470,7 @@ impl Proxy {
             Ok(Err(e)) => {
                 return Err(Fault {
                     reason: ReasonCode::UpstreamUnavailable,
-                    detail: error_chain(&e),
+                    detail: error_chain(&*e),
                 });
             }
             Ok(Ok(r)) => r,
@@ -380,6 +478,16 @@ impl Proxy {
         strip_hop_by_hop(resp.headers_mut());
         Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync()))
     }
+}
+
+/// Whether `req` may be sent twice: an idempotent method (RFC 9110
+/// §9.2.2) and no body.
+fn replayable(req: &Request<Body>) -> bool {
+    use http::Method;
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    ) && hyper::body::Body::is_end_stream(req.body())
 }
 
 /// Ends once the upstream has had `timeout` to answer after the request
@@ -629,6 +737,94 @@ mod tests {
         assert_eq!(
             h["forwarded"],
             "for=203.0.113.1;proto=https, for=\"[2001:db8::1]\";proto=http"
+        );
+    }
+
+    /// A pooled connection the upstream closed while the worker was busy,
+    /// so that the close is seen only once `method` has been written on
+    /// it. Returns the status (or the error) and how many requests the
+    /// upstream's second connection received.
+    fn on_a_connection_closed_under_it(
+        method: &str,
+        body: &'static [u8],
+    ) -> (Result<u16, String>, usize) {
+        use std::io::{BufRead, BufReader, Write as _};
+        use std::sync::mpsc;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (close_first, closing) = mpsc::channel::<()>();
+        let upstream = std::thread::spawn(move || {
+            // The first connection is closed on request, having served none.
+            let (first, _) = listener.accept().unwrap();
+            closing.recv().unwrap();
+            drop(first);
+            // The second serves one request, if one comes.
+            let (second, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(second.try_clone().unwrap());
+            let mut requests = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                requests += usize::from(line.contains(" HTTP/1.1"));
+            }
+            let _ = (&second).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            requests
+        });
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let proxy = Proxy::new(&UrlUpstream {
+            url: format!("http://{addr}").parse().unwrap(),
+            preserve_host: false,
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+        })
+        .unwrap();
+        let resp = rt.block_on(async {
+            let sender = proxy.connect().await.unwrap();
+            proxy.checkin(sender);
+            // Let the connection's task run once, so it waits for a request.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            close_first.send(()).unwrap();
+            // Block the worker while the close arrives: the pooled
+            // connection still looks ready when it is taken.
+            std::thread::sleep(Duration::from_millis(100));
+            let req = Request::builder()
+                .method(method)
+                .uri("/x")
+                .header(header::HOST, "up")
+                .body(full(Bytes::from_static(body)))
+                .unwrap();
+            proxy.exchange(req).await
+        });
+        let status = resp
+            .map(|r| r.status().as_u16())
+            .map_err(|e| error_chain(&*e));
+        if status.is_err() {
+            // Nothing came: let the upstream's second accept end.
+            let _ = std::net::TcpStream::connect(addr);
+        }
+        (status, upstream.join().unwrap())
+    }
+
+    #[test]
+    fn a_get_cut_off_by_a_closed_pooled_connection_is_sent_again_on_a_new_one() {
+        assert_eq!(on_a_connection_closed_under_it("GET", b""), (Ok(200), 1));
+    }
+
+    #[test]
+    fn a_post_cut_off_by_a_closed_pooled_connection_is_not_sent_again() {
+        let (status, again) = on_a_connection_closed_under_it("POST", b"pay");
+        assert_eq!(again, 0);
+        let error = status.unwrap_err();
+        assert!(
+            error.contains("connection closed before message completed"),
+            "{error}"
         );
     }
 }
