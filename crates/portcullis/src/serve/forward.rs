@@ -332,9 +332,10 @@ impl Proxy {
         POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
             let (_, pool) = pools.iter_mut().find(|(id, _)| *id == self.id)?;
+            let now = Instant::now();
             for _ in 0..pool.len() {
                 let p = pool.pop_front()?;
-                if p.sender.is_closed() || p.used.elapsed() >= IDLE_TIMEOUT {
+                if p.sender.is_closed() || now.duration_since(p.used) >= IDLE_TIMEOUT {
                     continue;
                 }
                 if p.sender.is_ready() {
@@ -395,10 +396,7 @@ impl Proxy {
     /// came (what nginx does for a cached upstream connection).
     async fn exchange(&self, req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
         let Some(mut sender) = self.checkout() else {
-            let mut sender = self.connect().await?;
-            let resp = sender.send_request(req).await?;
-            self.checkin(sender);
-            return Ok(resp);
+            return self.exchange_on_new(req).await;
         };
         let replay = replayable(&req).then(|| {
             let mut copy = Request::new(super::body::empty());
@@ -407,19 +405,27 @@ impl Proxy {
             *copy.headers_mut() = req.headers().clone();
             copy
         });
-        let resp = match sender.try_send_request(req).await {
-            Ok(resp) => resp,
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                self.checkin(sender);
+                Ok(resp)
+            }
             Err(mut e) => {
                 let again = e
                     .take_message()
                     .or_else(|| replay.filter(|_| e.error().is_incomplete_message()));
-                let Some(req) = again else {
-                    return Err(e.into_error().into());
-                };
-                sender = self.connect().await?;
-                sender.send_request(req).await?
+                match again {
+                    Some(req) => self.exchange_on_new(req).await,
+                    None => Err(e.into_error().into()),
+                }
             }
-        };
+        }
+    }
+
+    /// One exchange on a new connection, pooled once the answer's head is in.
+    async fn exchange_on_new(&self, req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+        let mut sender = self.connect().await?;
+        let resp = sender.send_request(req).await?;
         self.checkin(sender);
         Ok(resp)
     }
