@@ -858,6 +858,76 @@ fn a_slow_head_or_a_stalled_body_cannot_hold_a_connection() {
 }
 
 #[test]
+fn the_head_deadline_holds_while_bytes_trickle_and_restarts_after_each_response() {
+    use std::io::{Read, Write};
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    // The idle deadline is far off: only the head deadline can close these.
+    let (_d, config) = with_server(&up, "header_read_timeout = \"1s\"\nidle_timeout = \"30s\"");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("path = \"/public/{*path}\"", "path = \"/{*path}\"");
+    std::fs::write(&config, text).unwrap();
+    let gw = Gateway::start(&config);
+
+    // A head sent a byte every 200 ms: bytes keep moving, the head never ends.
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    let start = std::time::Instant::now();
+    let mut closed_after = None;
+    for b in
+        b"GET /public/x HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter()
+    {
+        if s.write_all(&[*b]).is_err() {
+            closed_after = Some(start.elapsed().as_secs_f64());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if start.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+    }
+    let secs =
+        closed_after.unwrap_or_else(|| start.elapsed().as_secs_f64() + seconds_until_closed(s).0);
+    assert!(
+        (0.9..2.6).contains(&secs),
+        "trickled head closed after {secs:.1} s"
+    );
+
+    // A request slower at the upstream (3 s) than the head deadline is
+    // answered, and the deadline for the next head starts after it: a
+    // second request sent 0.5 s later on the same connection is answered.
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let read_response = |s: &mut std::net::TcpStream| {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before a response");
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    s.write_all(b"GET /slow/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let first = read_response(&mut s);
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    std::thread::sleep(Duration::from_millis(500));
+    s.write_all(b"GET /public/y HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let second = read_response(&mut s);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+
+    // Then nothing: the idle keep-alive connection goes after the head
+    // deadline, not the idle one.
+    let (secs, _) = seconds_until_closed(s);
+    assert!(
+        (0.5..2.6).contains(&secs),
+        "idle keep-alive held for {secs:.1} s"
+    );
+}
+
+#[test]
 fn connections_over_the_cap_get_503_and_the_slots_come_back() {
     let rt = runtime();
     let up = rt.block_on(Upstream::start());

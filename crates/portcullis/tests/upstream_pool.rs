@@ -25,6 +25,9 @@ enum Mode {
     /// Like `KeepAlive`, but the second request it receives (on whatever
     /// connection) is read and the connection closed with no answer.
     DropSecond,
+    /// Like `KeepAlive`, but the first `n` requests are answered only once
+    /// all `n` have arrived, so that they hold `n` connections at once.
+    HoldFirst(usize),
 }
 
 /// A plain HTTP/1.1 upstream on a thread, counting connections and
@@ -42,12 +45,18 @@ impl Upstream {
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let (c, r) = (Arc::clone(&connections), Arc::clone(&requests));
+        let held = match mode {
+            Mode::HoldFirst(n) => n,
+            _ => 1,
+        };
+        let barrier = Arc::new(std::sync::Barrier::new(held));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let n = c.fetch_add(1, Ordering::SeqCst);
                 let r = Arc::clone(&r);
-                std::thread::spawn(move || serve(stream, n, mode, &r));
+                let b = Arc::clone(&barrier);
+                std::thread::spawn(move || serve(stream, n, mode, &r, &b));
             }
         });
         Upstream {
@@ -66,7 +75,13 @@ impl Upstream {
     }
 }
 
-fn serve(stream: TcpStream, conn: usize, mode: Mode, requests: &AtomicUsize) {
+fn serve(
+    stream: TcpStream,
+    conn: usize,
+    mode: Mode,
+    requests: &AtomicUsize,
+    barrier: &std::sync::Barrier,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
     loop {
@@ -88,6 +103,11 @@ fn serve(stream: TcpStream, conn: usize, mode: Mode, requests: &AtomicUsize) {
         let nth = requests.fetch_add(1, Ordering::SeqCst) + 1;
         if mode == Mode::DropSecond && nth == 2 {
             return;
+        }
+        if let Mode::HoldFirst(n) = mode
+            && nth <= n
+        {
+            barrier.wait();
         }
         let body = format!("conn {conn}");
         let answer = format!(
@@ -170,4 +190,38 @@ fn a_kept_alive_upstream_connection_is_used_again() {
         replies.iter().map(|r| r.text()).collect::<Vec<_>>()
     );
     assert_eq!(up.requests(), 20);
+}
+
+#[test]
+fn sequential_requests_stay_on_the_most_recently_used_upstream_connection() {
+    const BURST: usize = 8;
+    let up = Upstream::start(Mode::HoldFirst(BURST));
+    let (_d, gw) = gateway_for(&up);
+    // A burst that holds eight upstream connections at once, from client
+    // connections spread over the workers: each worker pools several.
+    let burst: Vec<_> = (0..BURST)
+        .map(|i| {
+            let addr = gw.addr;
+            std::thread::spawn(move || get(addr, &format!("/public/burst{i}"), &[]).status)
+        })
+        .collect();
+    for t in burst {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    assert_eq!(up.connections(), BURST);
+    // Then twenty, one after another on one client connection (one
+    // worker): all on the connection that worker used last, not taken in
+    // turn from its pool. The upstream keeps one connection warm.
+    let mut wire = String::new();
+    for i in 0..20 {
+        let close = if i == 19 { "Connection: close\r\n" } else { "" };
+        wire.push_str(&format!(
+            "GET /public/{i} HTTP/1.1\r\nHost: gateway.test\r\n{close}\r\n"
+        ));
+    }
+    let (replies, _) = exchange(gw.addr, wire.as_bytes());
+    assert_eq!(replies.len(), 20);
+    let used: std::collections::BTreeSet<String> = replies.iter().map(|r| r.text()).collect();
+    assert_eq!(used.len(), 1, "upstream connections used in turn: {used:?}");
+    assert_eq!(up.connections(), BURST);
 }

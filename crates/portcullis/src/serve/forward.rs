@@ -325,23 +325,31 @@ impl Proxy {
         })
     }
 
-    /// A ready connection from this worker's pool, if one is. Busy ones
-    /// (a response still streaming) go to the back; closed ones and ones
-    /// idle past [`IDLE_TIMEOUT`] are dropped.
+    /// The most recently used ready connection in this worker's pool, if
+    /// one is: its socket and buffers are warm, and the upstream sees as
+    /// few connections as the load needs. Busy ones (a response still
+    /// streaming) are passed over; closed ones are dropped where met, and
+    /// ones idle past [`IDLE_TIMEOUT`] from the cold end.
     fn checkout(&self) -> Option<Sender> {
         POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
             let (_, pool) = pools.iter_mut().find(|(id, _)| *id == self.id)?;
             let now = Instant::now();
-            for _ in 0..pool.len() {
-                let p = pool.pop_front()?;
-                if p.sender.is_closed() || now.duration_since(p.used) >= IDLE_TIMEOUT {
-                    continue;
+            while pool
+                .front()
+                .is_some_and(|p| p.sender.is_closed() || now.duration_since(p.used) >= IDLE_TIMEOUT)
+            {
+                pool.pop_front();
+            }
+            let mut i = pool.len();
+            while i > 0 {
+                i -= 1;
+                if pool[i].sender.is_ready() {
+                    return pool.remove(i).map(|p| p.sender);
                 }
-                if p.sender.is_ready() {
-                    return Some(p.sender);
+                if pool[i].sender.is_closed() {
+                    pool.remove(i);
                 }
-                pool.push_back(p);
             }
             None
         })

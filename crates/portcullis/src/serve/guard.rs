@@ -1,7 +1,12 @@
 //! The client connection's byte stream, before hyper sees it (stage 1).
 //!
-//! Two jobs. First, an idle deadline: a connection on which no byte moves
-//! for `idle` is failed, so a stalled client cannot hold a slot forever.
+//! Two jobs. First, the client's deadlines: a connection on which no byte
+//! moves for `idle` is failed, and so is one whose next request head is not
+//! complete within `head` of when the gateway began waiting for it (the
+//! connection opening, or the last response ending), so a stalled or
+//! trickling client cannot hold a slot forever. Both run on one timer that
+//! is moved only when it fires: a request that arrives in time costs no
+//! timer work at all.
 //! Second, for HTTP/1 only, a framing guard: each request head is parsed
 //! (with the same parser hyper uses) before hyper may read it, and a head
 //! that is too large, malformed, or whose body length could be read two ways
@@ -112,7 +117,16 @@ enum Chunk {
     FinalLf,
 }
 
-/// A client connection wrapped with the idle deadline and, for HTTP/1, the
+/// The client's deadlines (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// No byte moving while it is the client's turn.
+    pub idle: Duration,
+    /// An HTTP/1 request head, from when the gateway begins waiting for it.
+    pub head: Duration,
+}
+
+/// A client connection wrapped with the deadlines and, for HTTP/1, the
 /// framing guard.
 #[derive(Debug)]
 pub struct Guarded<IO> {
@@ -122,8 +136,11 @@ pub struct Guarded<IO> {
     out: BytesMut,
     limits: HeadLimits,
     marker: &'static str,
-    idle: Duration,
+    timeouts: Timeouts,
     last_io: Instant,
+    /// When the wait for the current request head began, while there is one.
+    head_since: Option<Instant>,
+    /// Fires no later than either deadline; moved on only when it fires.
     deadline: Pin<Box<Sleep>>,
     in_flight: Arc<AtomicUsize>,
 }
@@ -138,7 +155,7 @@ impl<IO> Guarded<IO> {
         http1_possible: bool,
         limits: HeadLimits,
         marker: &'static str,
-        idle: Duration,
+        timeouts: Timeouts,
         in_flight: Arc<AtomicUsize>,
     ) -> Self {
         let now = Instant::now();
@@ -153,9 +170,12 @@ impl<IO> Guarded<IO> {
             out: BytesMut::new(),
             limits,
             marker,
-            idle,
+            timeouts,
             last_io: now,
-            deadline: Box::pin(tokio::time::sleep_until(now + idle)),
+            head_since: None,
+            deadline: Box::pin(tokio::time::sleep_until(
+                now + timeouts.idle.min(timeouts.head),
+            )),
             in_flight,
         }
     }
@@ -168,17 +188,53 @@ impl<IO> Guarded<IO> {
             || self.in_flight.load(Ordering::Acquire) == 0
     }
 
-    /// Fail with `TimedOut` once nothing has moved for `idle`.
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+    /// Start or end the wait for a request head: it runs while the client
+    /// owes one (an HTTP/1 connection with nothing in flight and no body
+    /// under way), from the last I/O before it began: the connection
+    /// opening or the previous response's last write.
+    fn track_head_wait(&mut self) {
+        let waiting = matches!(self.state, State::Start | State::Head)
+            && self.in_flight.load(Ordering::Acquire) == 0;
+        if !waiting {
+            self.head_since = None;
+        } else if self.head_since.is_none() {
+            self.head_since = Some(self.last_io);
+        }
+    }
+
+    /// Keep the timer armed (hyper may not read again after a response
+    /// until the timer wakes it) and, when it fires while `owes` (it is the
+    /// client's turn), fail with `TimedOut` if nothing has moved for
+    /// `idle` or the head waited for has taken longer than `head`. The timer
+    /// is reset only here, when it fires, to the earliest deadline that can
+    /// fall due: one running now, or a head wait or idle spell that begins
+    /// later (`last_io` is now whenever the client owes nothing).
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, owes: bool) -> io::Result<()> {
         loop {
             if self.deadline.as_mut().poll(cx).is_pending() {
                 return Ok(());
             }
-            let due = self.last_io + self.idle;
-            if Instant::now() >= due {
+            let now = Instant::now();
+            let head_due = self.head_since.map(|t| t + self.timeouts.head);
+            let idle_due = self.last_io + self.timeouts.idle;
+            if owes && head_due.is_some_and(|due| now >= due) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not complete in time",
+                ));
+            }
+            if owes && now >= idle_due {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle"));
             }
-            self.deadline.as_mut().reset(due);
+            let next = idle_due.max(now).min(now + self.timeouts.head);
+            let next = head_due.map_or(next, |due| due.max(now).min(next));
+            // Never in the past: a timer already due would spin.
+            let next = if next <= now {
+                now + Duration::from_millis(1)
+            } else {
+                next
+            };
+            self.deadline.as_mut().reset(next);
         }
     }
 
@@ -256,6 +312,7 @@ impl<IO> Guarded<IO> {
             Ok((len, next)) => {
                 self.pass(len);
                 self.state = next;
+                self.head_since = None;
             }
             Err(refusal) => self.refuse(refusal),
         }
@@ -447,16 +504,17 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
             if !this.pending.is_empty() && this.judge() {
                 continue;
             }
+            this.track_head_wait();
             this.pending.reserve(READ_CHUNK);
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.pending);
             let n = match read {
                 Poll::Pending => {
-                    if this.client_owes() {
-                        this.poll_idle(cx)?;
-                    } else {
+                    let owes = this.client_owes();
+                    if !owes {
                         // Waiting on the upstream is not the client's idleness.
                         this.last_io = Instant::now();
                     }
+                    this.poll_deadline(cx, owes)?;
                     return Poll::Pending;
                 }
                 Poll::Ready(r) => r?,
@@ -480,11 +538,14 @@ impl<IO> Guarded<IO> {
     ) -> Poll<io::Result<usize>> {
         match r {
             Poll::Pending => {
-                self.poll_idle(cx)?;
+                self.poll_deadline(cx, true)?;
                 Poll::Pending
             }
             Poll::Ready(r) => {
                 self.last_io = Instant::now();
+                // A response is going out: the wait for the next head
+                // starts again once it is over.
+                self.head_since = None;
                 Poll::Ready(r)
             }
         }
@@ -553,7 +614,10 @@ mod tests {
             true,
             LIMITS,
             "secret",
-            Duration::from_secs(5),
+            Timeouts {
+                idle: Duration::from_secs(5),
+                head: Duration::from_secs(5),
+            },
             Arc::default(),
         );
         let mut out = Vec::new();

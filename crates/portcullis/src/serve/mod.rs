@@ -309,7 +309,10 @@ async fn accept_until_signal(
                 max_headers: server.limits.max_headers,
                 max_uri: server.limits.max_uri_bytes,
             },
-            idle: server.idle_timeout,
+            timeouts: guard::Timeouts {
+                idle: server.idle_timeout,
+                head: server.header_read_timeout,
+            },
             _slot: slot,
         };
         let tls = tls.clone();
@@ -356,8 +359,9 @@ fn connection_builder(server: &portcullis_config::Server) -> auto::Builder<Tokio
     let mut b = auto::Builder::new(TokioExecutor::new());
     let l = server.limits;
     b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
+        // The guard keeps the head deadline on its one timer; hyper's would
+        // arm and cancel a timer of its own for every request.
+        .header_read_timeout(None)
         .keep_alive(true)
         // The guard has already held the head to these limits; hyper's own
         // must never be the tighter ones.
@@ -382,7 +386,7 @@ struct Conn {
     watcher: Watcher,
     info: ConnInfo,
     limits: HeadLimits,
-    idle: Duration,
+    timeouts: guard::Timeouts,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -401,7 +405,7 @@ impl Conn {
             http1_possible,
             self.limits,
             self.gateway.marker,
-            self.idle,
+            self.timeouts,
             Arc::clone(&in_flight),
         );
         let gateway = self.gateway;
