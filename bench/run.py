@@ -176,6 +176,23 @@ def rss_kib(pid, field="VmRSS:"):
     return 0
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pids):
+    """User and system CPU ticks of `pids` (each process's threads included)."""
+    user = system = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            user += int(fields[11])
+            system += int(fields[12])
+        except (FileNotFoundError, IndexError, ValueError):
+            pass
+    return user, system
+
+
 def to_us(v):
     m = re.match(r"([\d.]+)(us|ms|s)$", v)
     if not m:
@@ -276,6 +293,8 @@ def main():
         # nginx forks its workers: pin them too.
         nginx_pids = [ngx.pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(ngx.pid)], capture_output=True, text=True).stdout.split()]
         servers = [up.pid, pt.pid, full.pid] + nginx_pids
+        # Whose CPU each scenario measures besides the upstream's.
+        fronts = {"direct": [], "nginx": nginx_pids, "nginx-auth": nginx_pids, "passthrough": [pt.pid], "full": [full.pid]}
 
         results = []
         total = args.runs * len(layouts) * len(conns_list) * len(SCENARIOS)
@@ -299,11 +318,24 @@ def main():
                         if s in ("full", "passthrough"):
                             sampler = threading.Thread(target=sample)
                             sampler.start()
+                        front = fronts[s]
+                        before = cpu_ticks(front), cpu_ticks([up.pid])
                         r = run_wrk(s, conns, args.duration, layout, script)
+                        after = cpu_ticks(front), cpu_ticks([up.pid])
                         stop.set()
                         if sampler:
                             sampler.join()
-                        r.update({"run": run, "layout": layout, "conns": conns, "scenario": s, "rss_kib": peak[0] or None})
+                        # CPU per request of the server in front and of the
+                        # upstream behind it, from /proc (clock ticks).
+                        n = r["rps"] * args.duration
+                        per = (lambda a, b: (b - a) / CLK_TCK * 1e6 / n) if n else (lambda a, b: None)
+                        r.update({
+                            "run": run, "layout": layout, "conns": conns, "scenario": s, "rss_kib": peak[0] or None,
+                            "front_user_us": per(before[0][0], after[0][0]) if front else None,
+                            "front_sys_us": per(before[0][1], after[0][1]) if front else None,
+                            "upstream_user_us": per(before[1][0], after[1][0]),
+                            "upstream_sys_us": per(before[1][1], after[1][1]),
+                        })
                         results.append(r)
                         done += 1
                         print(f"[{done}/{total}] run {run + 1} {layout:6} c={conns:<3} {s:12} {r['rps']:>10.0f} req/s  p50 {r['p50_us'] or 0:>8.0f} us  p99 {r['p99_us'] or 0:>8.0f} us", flush=True)
@@ -355,6 +387,15 @@ def report(results, args, layouts, conns_list):
         ("p99 at 50 conns, full policy (nginx proxy_pass p99)", p99_full, f"<= {p99_nginx:,.0f} µs" if p99_nginx else "", lambda v: p99_nginx is not None and v <= p99_nginx, "{:,.0f} µs"),
         ("RSS of portcullis (full) under the 50-connection run", rss_full / 1024 if rss_full else None, "<= 50 MB", lambda v: v <= 50, "{:.1f} MiB"),
     ]
+    if med(results, "shared", 50, "passthrough", "front_user_us") is not None:
+        lines.append("CPU per request, shared layout, 50 connections (medians; from /proc, so ±10 µs/s of tick rounding): the server in front, then the upstream behind it. nginx + auth_request counts both nginx server blocks.")
+        lines.append("")
+        lines.append("| scenario | front user | front system | upstream user | upstream system |")
+        lines.append("|---|---|---|---|---|")
+        for s in SCENARIOS:
+            vals = [med(results, "shared", 50, s, k) for k in ("front_user_us", "front_sys_us", "upstream_user_us", "upstream_sys_us")]
+            lines.append(f"| {s} | " + " | ".join(f"{v:.1f} µs" if v is not None else "" for v in vals) + " |")
+        lines.append("")
     lines.append("| target (shared layout) | measured | target | met |")
     lines.append("|---|---|---|---|")
     for name, v, target, ok, fmt in rows:
