@@ -140,6 +140,8 @@ pub struct Guarded<IO> {
     last_io: Instant,
     /// When the wait for the current request head began, while there is one.
     head_since: Option<Instant>,
+    /// The last write did not go through: a response is still going out.
+    write_blocked: bool,
     /// Fires no later than either deadline; moved on only when it fires.
     deadline: Pin<Box<Sleep>>,
     in_flight: Arc<AtomicUsize>,
@@ -173,6 +175,7 @@ impl<IO> Guarded<IO> {
             timeouts,
             last_io: now,
             head_since: None,
+            write_blocked: false,
             deadline: Box::pin(tokio::time::sleep_until(
                 now + timeouts.idle.min(timeouts.head),
             )),
@@ -189,11 +192,14 @@ impl<IO> Guarded<IO> {
     }
 
     /// Start or end the wait for a request head: it runs while the client
-    /// owes one (an HTTP/1 connection with nothing in flight and no body
-    /// under way), from the last I/O before it began: the connection
-    /// opening or the previous response's last write.
+    /// owes one (an HTTP/1 connection with nothing in flight, no body under
+    /// way and no response still going out: a body can end while its last
+    /// bytes wait for the client to take them), from the last I/O before
+    /// it began: the connection opening or the previous response's last
+    /// write.
     fn track_head_wait(&mut self) {
         let waiting = matches!(self.state, State::Start | State::Head)
+            && !self.write_blocked
             && self.in_flight.load(Ordering::Acquire) == 0;
         if !waiting {
             self.head_since = None;
@@ -538,10 +544,13 @@ impl<IO> Guarded<IO> {
     ) -> Poll<io::Result<usize>> {
         match r {
             Poll::Pending => {
+                self.write_blocked = true;
+                self.head_since = None;
                 self.poll_deadline(cx, true)?;
                 Poll::Pending
             }
             Poll::Ready(r) => {
+                self.write_blocked = false;
                 self.last_io = Instant::now();
                 // A response is going out: the wait for the next head
                 // starts again once it is over.
@@ -740,5 +749,66 @@ mod tests {
         let (out, failed) = through(&input, 3).await;
         assert!(!failed);
         assert_eq!(out, input);
+    }
+
+    /// A body can end while its last bytes still wait for the client to
+    /// take them; hyper reads meanwhile to notice a client going away. That
+    /// read is not a wait for the next head: a slow reader is bounded by
+    /// the idle deadline, not cut off by the head one.
+    #[tokio::test]
+    async fn a_response_still_going_out_is_not_cut_by_the_head_deadline() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(1024);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let mut g = Guarded::new(
+            server,
+            true,
+            LIMITS,
+            "secret",
+            Timeouts {
+                idle: Duration::from_secs(10),
+                head: Duration::from_millis(200),
+            },
+            Arc::clone(&in_flight),
+        );
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        assert!(g.read(&mut buf).await.unwrap() > 0);
+        in_flight.store(1, Ordering::Release);
+        // More than the pipe holds; the client takes none of it yet.
+        let response = vec![b'x'; 8192];
+        let mut sent = 0;
+        let blocked = tokio::time::timeout(Duration::from_millis(50), async {
+            loop {
+                sent += g.write(&response[sent..]).await.unwrap();
+            }
+        })
+        .await;
+        assert!(blocked.is_err() && sent < response.len());
+        // The body has ended; its last bytes have not gone out.
+        in_flight.store(0, Ordering::Release);
+        let read = tokio::time::timeout(Duration::from_millis(700), g.read(&mut buf)).await;
+        assert!(read.is_err(), "the read ended: {read:?}");
+        // The client takes the response, all of it.
+        let taker = tokio::spawn(async move {
+            let mut got = 0;
+            let mut b = [0u8; 4096];
+            while got < 8192 {
+                got += client.read(&mut b).await.unwrap();
+            }
+            (client, got)
+        });
+        g.write_all(&response[sent..]).await.unwrap();
+        let (mut client, got) = taker.await.unwrap();
+        assert_eq!(got, 8192);
+        // Then the wait for the next head runs, and ends the connection.
+        let start = std::time::Instant::now();
+        let err = g.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(start.elapsed() < Duration::from_secs(2));
+        client.shutdown().await.unwrap();
     }
 }
