@@ -366,9 +366,7 @@ fn upstream_faults_are_502_and_504_and_the_gateway_keeps_serving() {
     let up = rt.block_on(Upstream::start());
     let (_d, config) = proxied(&up, "");
     // Routes the recorder treats specially, all public.
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replace("path = \"/public/{*path}\"", "path = \"/{*path}\"");
-    std::fs::write(&config, text).unwrap();
+    public_everywhere(&config);
     let gw = Gateway::start(&config);
 
     let r = get(gw.addr, "/slow/x", &[]);
@@ -552,10 +550,7 @@ fn sigterm_drains_requests_in_flight_then_exits_0() {
     let rt = runtime();
     let up = rt.block_on(Upstream::start());
     let (_d, config) = proxied(&up, "timeout = \"10s\"");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("path = \"/public/{*path}\"", "path = \"/{*path}\"");
-    std::fs::write(&config, text).unwrap();
+    public_everywhere(&config);
     let mut gw = Gateway::start(&config);
     let addr = gw.addr;
     let slow = std::thread::spawn(move || get(addr, "/slow/drain", &[]));
@@ -795,6 +790,15 @@ fn with_server(up: &Upstream, server: &str) -> (tempfile::TempDir, std::path::Pa
     (dir, config)
 }
 
+/// The public route of a test config widened to every path, so the
+/// recorder's special paths (`/slow`, `/big`, ...) are reachable anonymously.
+fn public_everywhere(config: &std::path::Path) {
+    let text = std::fs::read_to_string(config)
+        .unwrap()
+        .replace("path = \"/public/{*path}\"", "path = \"/{*path}\"");
+    std::fs::write(config, text).unwrap();
+}
+
 /// Seconds until the server closes `s` (reading whatever it sends).
 fn seconds_until_closed(mut s: std::net::TcpStream) -> (f64, Vec<u8>) {
     use std::io::Read;
@@ -847,10 +851,7 @@ fn a_slow_head_or_a_stalled_body_cannot_hold_a_connection() {
 
     // A slow upstream is not an idle client: 3 s with no bytes moving on
     // the client's connection, and the answer still arrives.
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("path = \"/public/{*path}\"", "path = \"/{*path}\"");
-    std::fs::write(&config, text).unwrap();
+    public_everywhere(&config);
     drop(gw);
     let gw = Gateway::start(&config);
     let r = get(gw.addr, "/slow/x", &[]);
@@ -864,10 +865,7 @@ fn the_head_deadline_holds_while_bytes_trickle_and_restarts_after_each_response(
     let up = rt.block_on(Upstream::start());
     // The idle deadline is far off: only the head deadline can close these.
     let (_d, config) = with_server(&up, "header_read_timeout = \"1s\"\nidle_timeout = \"30s\"");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("path = \"/public/{*path}\"", "path = \"/{*path}\"");
-    std::fs::write(&config, text).unwrap();
+    public_everywhere(&config);
     let gw = Gateway::start(&config);
 
     // A head sent a byte every 200 ms: bytes keep moving, the head never ends.
@@ -1006,10 +1004,7 @@ fn a_client_that_leaves_early_still_gets_its_log_line() {
         up.addr,
         log.display()
     ));
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("path = \"/public/{*path}\"", "path = \"/{*path}\"");
-    std::fs::write(&config, text).unwrap();
+    public_everywhere(&config);
     let mut gw = Gateway::start(&config);
     {
         use std::io::Write;
@@ -1057,10 +1052,7 @@ fn a_100_mb_download_streams_through_with_flat_memory() {
     let rt = runtime();
     let up = rt.block_on(Upstream::start());
     let (_d, config) = proxied(&up, "timeout = \"30s\"");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("path = \"/public/{*path}\"", "path = \"/{*path}\"");
-    std::fs::write(&config, text).unwrap();
+    public_everywhere(&config);
     let gw = Gateway::start(&config);
     let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
     s.write_all(b"GET /big/file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -128,6 +128,19 @@ fn gateway_for(up: &Upstream) -> (tempfile::TempDir, Gateway) {
     (dir, Gateway::start(&config))
 }
 
+/// Twenty GETs on one client connection (so on one worker), one at a
+/// time, each after the last one's answer; the last closes.
+fn twenty_in_a_row(addr: SocketAddr) -> Vec<support::Reply> {
+    let mut wire = String::new();
+    for i in 0..20 {
+        let close = if i == 19 { "Connection: close\r\n" } else { "" };
+        wire.push_str(&format!(
+            "GET /public/{i} HTTP/1.1\r\nHost: gateway.test\r\n{close}\r\n"
+        ));
+    }
+    exchange(addr, wire.as_bytes()).0
+}
+
 #[test]
 fn a_request_the_upstream_took_and_dropped_is_502_and_not_sent_again() {
     let up = Upstream::start(Mode::DropSecond);
@@ -173,14 +186,7 @@ fn a_kept_alive_upstream_connection_is_used_again() {
     let (_d, gw) = gateway_for(&up);
     // Twenty requests on one client connection, so on one worker: one at a
     // time, each after the last one's answer.
-    let mut wire = String::new();
-    for i in 0..20 {
-        let close = if i == 19 { "Connection: close\r\n" } else { "" };
-        wire.push_str(&format!(
-            "GET /public/{i} HTTP/1.1\r\nHost: gateway.test\r\n{close}\r\n"
-        ));
-    }
-    let (replies, _) = exchange(gw.addr, wire.as_bytes());
+    let replies = twenty_in_a_row(gw.addr);
     assert_eq!(replies.len(), 20);
     assert!(replies.iter().all(|r| r.status == 200));
     assert!(
@@ -212,14 +218,7 @@ fn sequential_requests_stay_on_the_most_recently_used_upstream_connection() {
     // Then twenty, one after another on one client connection (one
     // worker): all on the connection that worker used last, not taken in
     // turn from its pool. The upstream keeps one connection warm.
-    let mut wire = String::new();
-    for i in 0..20 {
-        let close = if i == 19 { "Connection: close\r\n" } else { "" };
-        wire.push_str(&format!(
-            "GET /public/{i} HTTP/1.1\r\nHost: gateway.test\r\n{close}\r\n"
-        ));
-    }
-    let (replies, _) = exchange(gw.addr, wire.as_bytes());
+    let replies = twenty_in_a_row(gw.addr);
     assert_eq!(replies.len(), 20);
     let used: std::collections::BTreeSet<String> = replies.iter().map(|r| r.text()).collect();
     assert_eq!(used.len(), 1, "upstream connections used in turn: {used:?}");

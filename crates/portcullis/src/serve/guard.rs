@@ -606,6 +606,15 @@ mod tests {
         max_uri: 256,
     };
 
+    /// A guarded HTTP/1 connection with a 10 s idle deadline.
+    fn guarded<IO>(io: IO, head: Duration, in_flight: Arc<AtomicUsize>) -> Guarded<IO> {
+        let timeouts = Timeouts {
+            idle: Duration::from_secs(10),
+            head,
+        };
+        Guarded::new(io, true, LIMITS, "secret", timeouts, in_flight)
+    }
+
     /// What hyper would read from `input`, fed in pieces of `piece` bytes.
     async fn through(input: &[u8], piece: usize) -> (Vec<u8>, bool) {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
@@ -618,17 +627,7 @@ mod tests {
             client.shutdown().await.unwrap();
             client
         });
-        let mut g = Guarded::new(
-            server,
-            true,
-            LIMITS,
-            "secret",
-            Timeouts {
-                idle: Duration::from_secs(5),
-                head: Duration::from_secs(5),
-            },
-            Arc::default(),
-        );
+        let mut g = guarded(server, Duration::from_secs(5), Arc::default());
         let mut out = Vec::new();
         let mut buf = [0u8; 100];
         let mut failed = false;
@@ -760,17 +759,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         let (mut client, server) = tokio::io::duplex(1024);
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let mut g = Guarded::new(
-            server,
-            true,
-            LIMITS,
-            "secret",
-            Timeouts {
-                idle: Duration::from_secs(10),
-                head: Duration::from_millis(200),
-            },
-            Arc::clone(&in_flight),
-        );
+        let mut g = guarded(server, Duration::from_millis(200), Arc::clone(&in_flight));
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
