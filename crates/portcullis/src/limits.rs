@@ -109,7 +109,7 @@ impl Limiter {
             let quota = quota(check);
             results.push(match &self.store {
                 Store::Memory(m) => Ok(m.check(&check.key, now_ms, quota)),
-                Store::Redis(r) => r.check(&check.key, now_ms, quota).await,
+                Store::Redis(r) => Box::pin(r.check(&check.key, now_ms, quota)).await,
             });
         }
         self.settle(d, results, now_ms)

@@ -289,6 +289,37 @@ fn a_trusted_proxy_names_the_request_id_and_extends_the_chain() {
 }
 
 #[test]
+fn a_field_limit_above_hypers_default_is_the_one_that_holds() {
+    let rt = runtime();
+    let up = rt.block_on(Upstream::start());
+    let (_d, config) = with_server(&up, "max_headers = 150");
+    let gw = Gateway::start(&config);
+    let fields = |n: usize| -> Vec<(String, String)> {
+        (0..n).map(|i| (format!("X-H{i}"), "v".into())).collect()
+    };
+    let send = |n: usize| {
+        let f = fields(n);
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        get(gw.addr, "/api/orders", &f)
+    };
+    // Past hyper's own default of 100, within the configured 150: the head
+    // reaches the engine, which answers (a GET on a POST route). A route
+    // that proxies would meet the test upstream's own limit of 100.
+    let r = send(130);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (405, Some("MethodNotAllowed")),
+        "{}",
+        r.text()
+    );
+    let r = send(160);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (431, Some("RequestHeaderFieldsTooLarge"))
+    );
+}
+
+#[test]
 fn limits_answer_414_431_413_with_json() {
     let rt = runtime();
     let up = rt.block_on(Upstream::start());

@@ -432,7 +432,8 @@ impl Proxy {
 
     /// One exchange on a new connection, pooled once the answer's head is in.
     async fn exchange_on_new(&self, req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
-        let mut sender = self.connect().await?;
+        // Boxed: dialling (TLS included) is a large future, and a rare one.
+        let mut sender = Box::pin(self.connect()).await?;
         let resp = sender.send_request(req).await?;
         self.checkin(sender);
         Ok(resp)

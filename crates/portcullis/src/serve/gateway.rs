@@ -122,7 +122,7 @@ impl Gateway {
         // Stage 3, last: a ban in force on the client refuses it, whatever
         // the engine concluded after the network gates.
         if let Some(bans) = self.engine.bans() {
-            self.bans.check(bans, &mut decision, now_ms).await;
+            Box::pin(self.bans.check(bans, &mut decision, now_ms)).await;
         }
         // Stage 4: the rate limits the engine keyed, counted in the store;
         // an exhausted one turns any outcome into 429.
@@ -253,13 +253,13 @@ impl Gateway {
     ) -> Outcome {
         let path = decision.path.as_deref().unwrap_or("/");
         let result = match &self.target {
-            Target::Static(site) => static_files::serve(
+            Target::Static(site) => Box::pin(static_files::serve(
                 site,
                 head.method(),
                 path,
                 decision.query.as_deref(),
                 head.headers(),
-            )
+            ))
             .await
             .map_err(|r| (r.reason, r.detail, r.headers)),
             Target::Proxy(_) | Target::Echo => self
@@ -317,7 +317,7 @@ impl Gateway {
         forward::upstream_headers(up.headers_mut(), hop, identity, &self.identity);
         match &self.target {
             Target::Proxy(proxy) => proxy.send(up, path, query, &watch).await,
-            _ => forward::echo(up, path, query, &watch).await,
+            _ => Box::pin(forward::echo(up, path, query, &watch)).await,
         }
     }
 
@@ -443,7 +443,7 @@ impl<'g> Record<'g> {
         // a ban; the line that records it says so.
         if let (Some(bans), Some(d)) = (self.gateway.engine.bans(), &decision) {
             let now_ms = crate::cmd::unix_ms(self.at);
-            entry.bans_started = self.gateway.bans.strike(bans, d, status, now_ms).await;
+            entry.bans_started = Box::pin(self.gateway.bans.strike(bans, d, status, now_ms)).await;
         }
         entry.decision = decision;
         entry.upstream_status = out.upstream_status;

@@ -24,6 +24,7 @@
 //! a slow upstream.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -297,9 +298,20 @@ impl<IO> Guarded<IO> {
     }
 
     fn head(&mut self) {
-        let mut fields = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
-        let mut req = httparse::Request::new(&mut fields);
-        let verdict = match req.parse(&self.pending) {
+        // The fields on the stack up to the default limit and a little
+        // more; only a larger configured limit allocates (this runs on
+        // every request).
+        const ON_STACK: usize = 128;
+        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; ON_STACK];
+        let mut heap = Vec::new();
+        let fields = if self.limits.max_headers <= ON_STACK {
+            &mut stack[..self.limits.max_headers]
+        } else {
+            heap.resize_with(self.limits.max_headers, MaybeUninit::uninit);
+            &mut heap[..]
+        };
+        let mut req = httparse::Request::new(&mut []);
+        let verdict = match req.parse_with_uninit_headers(&self.pending, fields) {
             Ok(httparse::Status::Partial) => {
                 if self.pending.len() <= self.limits.max_head {
                     return;

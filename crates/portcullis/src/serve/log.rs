@@ -112,7 +112,9 @@ impl DecisionLog {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(entry)) => {
                 self.stats.waits.fetch_add(1, Ordering::Relaxed);
-                let _ = tx.send(entry).await;
+                // Boxed: a future holding the entry would make every
+                // request's future that much larger, to be moved each time.
+                let _ = Box::pin(tx.send(entry)).await;
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -355,6 +355,9 @@ async fn accept_until_signal(
     }
 }
 
+/// hyper's own limit on a head's fields when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
+
 fn connection_builder(server: &portcullis_config::Server) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     let l = server.limits;
@@ -365,8 +368,13 @@ fn connection_builder(server: &portcullis_config::Server) -> auto::Builder<Tokio
         .keep_alive(true)
         // The guard has already held the head to these limits; hyper's own
         // must never be the tighter ones.
-        .max_headers(l.max_headers)
         .max_buf_size((l.max_header_bytes + 8192).max(16 * 1024));
+    // hyper's default field limit (100) keeps its parser's field arrays
+    // uninitialised on the stack; a configured limit fills two heap
+    // arrays of that size for every head. Only a larger one is passed on.
+    if l.max_headers > HYPER_MAX_HEADERS {
+        b.http1().max_headers(l.max_headers);
+    }
     // h2 counts 32 bytes of overhead per field where the gateway counts 4:
     // leave room so the gateway's own JSON 431 is what a client meets. No
     // keep-alive pings: they would keep an idle connection from its deadline.
@@ -414,13 +422,16 @@ impl Conn {
             let gateway = Arc::clone(&gateway);
             let in_flight = Arc::clone(&in_flight);
             InFlight::enter(&in_flight);
-            async move {
+            // Boxed: the request's future is several kilobytes, and hyper
+            // moves the future it is handed into its own slot; a box is
+            // moved as a pointer.
+            Box::pin(async move {
                 // If hyper drops this future, no body takes over the count.
                 let release = Release(Some(Arc::clone(&in_flight)));
                 let resp = gateway.handle(req, info).await;
                 release.disarm();
                 Ok::<_, Infallible>(resp.map(|b| InFlight::new(b, in_flight).boxed_unsync()))
-            }
+            })
         });
         let conn = self.builder.serve_connection(TokioIo::new(guarded), svc);
         let _ = self.watcher.watch(conn).await;
