@@ -233,13 +233,16 @@ impl<IO> Guarded<IO> {
             if owes && now >= idle_due {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle"));
             }
-            let next = idle_due.max(now).min(now + self.timeouts.head);
-            let next = head_due.map_or(next, |due| due.max(now).min(next));
-            // Never in the past: a timer already due would spin.
-            let next = if next <= now {
-                now + Duration::from_millis(1)
-            } else {
+            let next = head_due
+                .map_or(idle_due, |due| due.min(idle_due))
+                .min(now + self.timeouts.head);
+            // Never at or before now: a timer already due would spin this
+            // loop. (The checks above, and `last_io` being now whenever the
+            // client owes nothing, keep it ahead; this only makes sure.)
+            let next = if next > now {
                 next
+            } else {
+                now + Duration::from_millis(1)
             };
             self.deadline.as_mut().reset(next);
         }
@@ -554,19 +557,17 @@ impl<IO> Guarded<IO> {
         cx: &mut Context<'_>,
         r: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
+        // A response is going out: the wait for the next head starts again
+        // once it is over.
+        self.head_since = None;
+        self.write_blocked = r.is_pending();
         match r {
             Poll::Pending => {
-                self.write_blocked = true;
-                self.head_since = None;
                 self.poll_deadline(cx, true)?;
                 Poll::Pending
             }
             Poll::Ready(r) => {
-                self.write_blocked = false;
                 self.last_io = Instant::now();
-                // A response is going out: the wait for the next head
-                // starts again once it is over.
-                self.head_since = None;
                 Poll::Ready(r)
             }
         }
