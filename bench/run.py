@@ -388,7 +388,7 @@ def report(results, args, layouts, conns_list):
         ("RSS of portcullis (full) under the 50-connection run", rss_full / 1024 if rss_full else None, "<= 50 MB", lambda v: v <= 50, "{:.1f} MiB"),
     ]
     if med(results, "shared", 50, "passthrough", "front_user_us") is not None:
-        lines.append("CPU per request, shared layout, 50 connections (medians; from /proc, so ±10 µs/s of tick rounding): the server in front, then the upstream behind it. nginx + auth_request counts both nginx server blocks.")
+        lines.append("CPU per request, shared layout, 50 connections (medians; from /proc, counted in 10 ms clock ticks): the server in front, then the upstream behind it. nginx + auth_request counts both nginx server blocks.")
         lines.append("")
         lines.append("| scenario | front user | front system | upstream user | upstream system |")
         lines.append("|---|---|---|---|---|")
